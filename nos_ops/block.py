@@ -1,0 +1,124 @@
+"""The heterogeneous residual block (Sec. 3.2, Eqs. 2-9) and its calibration step.
+
+For one inner node k, tier 1 gathers features, attention maps and dynamic kernels from
+every earlier node (Eqs. 2-4) and calibrates the summed features into the surrogate node
+k' (Eq. 5); tier 2 does the same once more from k' (Eqs. 6-9).
+
+Two forms: :class:`SearchResidualBlock` relaxes every edge into a
+:class:`~nos_ops.mixed.MixedHeteroOp`; :class:`HeterogeneousResidualBlock` is a derived
+block built from a :class:`~nos_ops.genotype.BlockGene`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .genotype import BlockGene
+from .hetero import HeteroOutput, hetero_output
+from .mixed import MixedHeteroOp
+from .ops.dynamic import dynamic_depthwise_conv2d, identity_kernel
+from .ops.registry import Family, create_op, op_family
+from .space import SearchSpace, get_space
+
+__all__ = ["calibrate", "drop_path", "SearchResidualBlock", "HeterogeneousResidualBlock"]
+
+
+def calibrate(out: HeteroOutput) -> torch.Tensor:
+    """Eq. 5 / Eq. 9: ``F + F * A + F (x) D`` for the summed outputs of one node.
+
+    All kernels were summed beforehand, and the identity is folded into them,
+    ``F + F (x) D = F (x) (delta + D)``: one per-sample depthwise conv per node, however
+    many dynamic ops feed it. Returns B x C x H x W.
+    """
+    features = out.features
+    if features is None:
+        raise ValueError("calibrate needs features: a node must receive at least one feature op")
+    result = features
+    if out.kernels is not None:
+        kernels = out.kernels + identity_kernel(out.kernels.shape[-1], out.kernels)
+        result = dynamic_depthwise_conv2d(features, kernels)
+    if out.attention is not None:
+        result = result + features * out.attention
+    return result
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (FractalNet)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+class SearchResidualBlock(nn.Module):
+    """Search form of the block: a mixture on every edge (Eq. 11 applied to Eqs. 2-9).
+
+    Args:
+        channels: C of every node.
+        num_inputs: earlier nodes feeding this block (2 + block index).
+        reduction: the cell halves the resolution; edges from its two inputs stride 2.
+        space: the candidate ops.
+
+    ``forward(states, tier1_weights, tier2_weights)``: ``states`` are the earlier nodes,
+    ``tier1_weights`` is num_inputs x |O| and ``tier2_weights`` |O| (None for a single-tier
+    space). Returns the node, B x C x H x W.
+    """
+
+    def __init__(
+        self, channels: int, num_inputs: int, reduction: bool, space: SearchSpace | str
+    ) -> None:
+        super().__init__()
+        space = get_space(space)
+        self.tier1 = nn.ModuleList(
+            MixedHeteroOp(channels, 2 if reduction and j < 2 else 1, space)
+            for j in range(num_inputs)
+        )
+        self.tier2 = MixedHeteroOp(channels, 1, space, residual=True) if space.two_tier else None
+
+    def forward(
+        self,
+        states: list[torch.Tensor],
+        tier1_weights: torch.Tensor,
+        tier2_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        out = HeteroOutput()
+        for edge, state, weights in zip(self.tier1, states, tier1_weights):
+            out = out + edge(state, weights)
+        node = calibrate(out)
+        if self.tier2 is not None:
+            node = calibrate(self.tier2(node, tier2_weights))
+        return node
+
+
+class HeterogeneousResidualBlock(nn.Module):
+    """Derived block (Sec. 3.3, "Search Outcome") built from a :class:`BlockGene`.
+
+    Tier 1 applies each gene edge's op to its source node and calibrates (Eq. 5); tier 2,
+    when the gene has one, applies its op as a drop-in layer: a feature op transforms,
+    a self-calibration op keeps the residual form ``F' + F' * A`` or ``F' (x) (delta + D)``.
+
+    ``forward(states, drop_prob)`` returns the node, B x C x H x W. Drop path (training
+    only) acts on the outputs of non-identity first-tier feature ops, as in DARTS.
+    """
+
+    def __init__(self, channels: int, gene: BlockGene, reduction: bool) -> None:
+        super().__init__()
+        self.sources = tuple(source for _, source in gene.edges)
+        self.families = tuple(op_family(name) for name, _ in gene.edges)
+        self.edges = nn.ModuleList(
+            create_op(name, channels, 2 if reduction and source < 2 else 1, affine=True)
+            for name, source in gene.edges
+        )
+        self.tier2 = create_op(gene.tier2, channels) if gene.tier2 else None
+
+    def forward(self, states: list[torch.Tensor], drop_prob: float = 0.0) -> torch.Tensor:
+        out = HeteroOutput()
+        for op, family, source in zip(self.edges, self.families, self.sources):
+            part = hetero_output(op, family, states[source])
+            if self.training and family is Family.FEATURE and not isinstance(op, nn.Identity):
+                part.features = drop_path(part.features, drop_prob)
+            out = out + part
+        node = calibrate(out)
+        return node if self.tier2 is None else self.tier2(node)

@@ -1,0 +1,104 @@
+"""Heterogeneous operator cells (Sec. 3.2, Fig. 4): normal and reduction, search and fixed.
+
+A cell has two input nodes (the outputs of the two previous cells, preprocessed to C
+channels as in DARTS), ``steps`` inner nodes each computed by a heterogeneous residual
+block, and an output node concatenating the inner nodes. A reduction cell halves the
+resolution on the edges that leave its inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .block import HeterogeneousResidualBlock, SearchResidualBlock
+from .genotype import CellGene
+from .ops.feature import FactorizedReduce, ReLUConvBN
+from .space import SearchSpace, get_space
+
+__all__ = ["SearchCell", "Cell"]
+
+
+def _preprocess(
+    prev_prev: int, prev: int, channels: int, reduction_prev: bool, affine: bool
+) -> tuple[nn.Module, nn.Module]:
+    first = (
+        FactorizedReduce(prev_prev, channels, affine)
+        if reduction_prev
+        else ReLUConvBN(prev_prev, channels, 1, 1, 0, affine)
+    )
+    return first, ReLUConvBN(prev, channels, 1, 1, 0, affine)
+
+
+class SearchCell(nn.Module):
+    """A cell whose every edge is a mixture over ``space`` (the supernet's cell).
+
+    ``forward(s0, s1, weights)``: s0, s1 are the two previous cells' outputs (B x C_pp x
+    2H x 2W after a reduction cell, else B x C_pp x H x W; and B x C_p x H x W), and
+    ``weights`` the softmax architecture weights, ``space.num_edges`` x |O| (tier-1 rows in
+    DARTS order, then one tier-2 row per block). Returns B x (steps * C) x H' x W'.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | str,
+        prev_prev: int,
+        prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.space = get_space(space)
+        self.reduction = reduction
+        self.preprocess0, self.preprocess1 = _preprocess(
+            prev_prev, prev, channels, reduction_prev, affine=False
+        )
+        self.blocks = nn.ModuleList(
+            SearchResidualBlock(channels, 2 + i, reduction, self.space)
+            for i in range(self.space.steps)
+        )
+        self.out_channels = channels * self.space.steps
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        tier2_row = self.space.tier1_edges
+        for i, block in enumerate(self.blocks):
+            tier2 = weights[tier2_row + i] if self.space.two_tier else None
+            states.append(block(states, weights[offset : offset + len(states)], tier2))
+            offset += len(states) - 1
+        return torch.cat(states[2:], dim=1)
+
+
+class Cell(nn.Module):
+    """A derived cell built from a :class:`~nos_ops.genotype.CellGene` (evaluation networks).
+
+    ``forward(s0, s1, drop_prob)`` returns B x (len(gene.concat) * C) x H' x W'.
+    """
+
+    def __init__(
+        self,
+        gene: CellGene,
+        prev_prev: int,
+        prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.concat = gene.concat
+        self.preprocess0, self.preprocess1 = _preprocess(
+            prev_prev, prev, channels, reduction_prev, affine=True
+        )
+        self.blocks = nn.ModuleList(
+            HeterogeneousResidualBlock(channels, block, reduction) for block in gene.blocks
+        )
+        self.out_channels = channels * len(gene.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for block in self.blocks:
+            states.append(block(states, drop_prob))
+        return torch.cat([states[i] for i in self.concat], dim=1)

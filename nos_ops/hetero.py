@@ -1,0 +1,85 @@
+"""The typed output of a heterogeneous edge: features, attention and kernels (Eqs. 2-4).
+
+Ops of the three families produce three kinds of tensors. :class:`HeteroOutput` keeps
+them apart, sums them field by field (Eqs. 2-4: features add, attention maps add,
+dynamic kernels of one node are summed on a common dense grid, DESIGN "One kernel
+path"), and :func:`hetero_output` reads what one op produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops.dynamic import spread_kernels
+from .ops.registry import Family
+
+__all__ = ["HeteroOutput", "hetero_output", "kernel_extent"]
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _add_kernels(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None or b is None:
+        return _add(a, b)
+    pad = (a.shape[-1] - b.shape[-1]) // 2
+    if pad > 0:
+        b = F.pad(b, (pad, pad, pad, pad))
+    elif pad < 0:
+        a = F.pad(a, (-pad, -pad, -pad, -pad))
+    return a + b
+
+
+@dataclass
+class HeteroOutput:
+    """What the edges into one node produce.
+
+    Attributes:
+        features: B x C x H x W, the sum of feature-op outputs (Eq. 2), or None.
+        attention: the sum of attention maps (Eq. 3), broadcastable to ``features``
+            (B x 1 x H x W, B x C x 1 x 1, or their sum B x C x H x W), or None.
+        kernels: the sum of per-sample depthwise kernels (Eq. 4), B x C x K x K at
+            dilation 1 with K odd (3x3 and dilated kernels are spread onto the largest
+            grid), or None.
+    """
+
+    features: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
+    kernels: torch.Tensor | None = None
+
+    def __add__(self, other: HeteroOutput) -> HeteroOutput:
+        return HeteroOutput(
+            _add(self.features, other.features),
+            _add(self.attention, other.attention),
+            _add_kernels(self.kernels, other.kernels),
+        )
+
+
+def kernel_extent(op: nn.Module) -> int:
+    """The dense size ``(k - 1) * dilation + 1`` of a dynamic op's kernels."""
+    return (op.kernel_size - 1) * op.dilation + 1
+
+
+def hetero_output(
+    op: nn.Module, family: Family, x: torch.Tensor, weight: torch.Tensor | float = 1.0,
+    extent: int | None = None,
+) -> HeteroOutput:
+    """What ``op`` of ``family`` produces from ``x``, scaled by ``weight``.
+
+    Dynamic kernels are spread to ``extent`` (default: the op's own extent).
+    """
+    if family is Family.FEATURE:
+        return HeteroOutput(features=weight * op(x))
+    if family is Family.ATTENTION:
+        return HeteroOutput(attention=weight * op.attention(x))
+    kernels = spread_kernels(op.kernels(x), op.dilation, extent or kernel_extent(op))
+    return HeteroOutput(kernels=weight * kernels)

@@ -1,0 +1,172 @@
+"""Evaluation networks built from a genotype (Sec. 4.3): CIFAR and ImageNet-mobile.
+
+The same construction as DARTS's ``NetworkCIFAR``/``NetworkImageNet`` (stems, cell
+stacking, reduction at 1/3 and 2/3 of the depth, auxiliary head after the second
+reduction, drop path), with heterogeneous cells. With a DARTS genotype they are DARTS's
+networks parameter for parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..cell import Cell
+from ..genotype import Genotype, get_genotype
+from .search import reduction_layers
+
+__all__ = ["NetworkCIFAR", "NetworkImageNet", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet"]
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on the 8x8 features after the second reduction (DARTS)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """Auxiliary classifier on the 14x14 features after the second reduction (DARTS)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _Network(nn.Module):
+    """Cells stacked after a stem; subclasses build the stem and the head."""
+
+    drop_path_prob: float
+
+    def _build_cells(
+        self, genotype: Genotype, channels: int, layers: int, stem_out: int, reduction_prev: bool
+    ) -> int:
+        reductions = reduction_layers(layers)
+        self.aux_layer = reductions[1]
+        prev_prev, prev, current = stem_out, stem_out, channels
+        self.cells = nn.ModuleList()
+        aux_channels = prev
+        for i in range(layers):
+            reduction = i in reductions
+            current = current * 2 if reduction else current
+            gene = genotype.reduce if reduction else genotype.normal
+            cell = Cell(gene, prev_prev, prev, current, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            prev_prev, prev = prev, cell.out_channels
+            if i == self.aux_layer:
+                aux_channels = prev
+        return prev, aux_channels
+
+    def _run_cells(
+        self, s0: torch.Tensor, s1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux_logits = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_layer and self.auxiliary_head is not None and self.training:
+                aux_logits = self.auxiliary_head(s1)
+        return s1, aux_logits
+
+
+class NetworkCIFAR(_Network):
+    """Evaluation network for 32x32 inputs: B x 3 x 32 x 32 -> logits B x num_classes.
+
+    In training mode with ``auxiliary=True`` ``forward`` returns ``(logits, aux_logits)``;
+    otherwise ``(logits, None)``. The trainer sets ``drop_path_prob`` per epoch and the
+    auxiliary loss weight (0.4 in the paper).
+    """
+
+    def __init__(
+        self,
+        channels: int = 36,
+        num_classes: int = 10,
+        layers: int = 20,
+        genotype: Genotype | str = "DARTS_V2",
+        auxiliary: bool = True,
+        stem_multiplier: int = 3,
+        drop_path_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        genotype = get_genotype(genotype)
+        self.genotype = genotype
+        self.drop_path_prob = drop_path_prob
+        stem = stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem)
+        )
+        out, aux = self._build_cells(genotype, channels, layers, stem, reduction_prev=False)
+        self.auxiliary_head = AuxiliaryHeadCIFAR(aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(out, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s = self.stem(x)
+        out, aux_logits = self._run_cells(s, s)
+        return self.classifier(self.global_pooling(out).flatten(1)), aux_logits
+
+
+class NetworkImageNet(_Network):
+    """ImageNet-mobile network (14 cells, 48 channels in the paper) for 224x224 inputs."""
+
+    def __init__(
+        self,
+        channels: int = 48,
+        num_classes: int = 1000,
+        layers: int = 14,
+        genotype: Genotype | str = "DARTS_V2",
+        auxiliary: bool = True,
+        drop_path_prob: float = 0.0,
+    ) -> None:
+        super().__init__()
+        genotype = get_genotype(genotype)
+        self.genotype = genotype
+        self.drop_path_prob = drop_path_prob
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(3, channels // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        out, aux = self._build_cells(genotype, channels, layers, channels, reduction_prev=True)
+        self.auxiliary_head = AuxiliaryHeadImageNet(aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(out, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        out, aux_logits = self._run_cells(s0, s1)
+        return self.classifier(self.global_pooling(out).flatten(1)), aux_logits
