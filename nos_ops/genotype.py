@@ -115,7 +115,9 @@ class Genotype:
     def from_dict(cls, data: dict) -> Genotype:
         """Inverse of :meth:`to_dict`; ``ValueError`` naming what is malformed."""
         if not isinstance(data, dict) or data.get("schema") != "nos_ops.genotype":
-            raise ValueError("not a nos_ops genotype: expected a dict with schema='nos_ops.genotype'")
+            raise ValueError(
+                "not a nos_ops genotype: expected a dict with schema='nos_ops.genotype'"
+            )
         if data.get("version") != SCHEMA_VERSION:
             raise ValueError(
                 f"genotype version={data.get('version')!r} is not supported; "

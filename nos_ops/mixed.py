@@ -54,8 +54,9 @@ class MixedHeteroOp(nn.Module):
         self._active = tuple(
             i for i, op in enumerate(self.ops) if not isinstance(op, Zero)
         )  # "none" contributes zeros: skipped, its weight still counts in the softmax
-        self._calibration = tuple(i for i, f in enumerate(self.families) if f is not Family.FEATURE)
-        extents = [kernel_extent(op) for op, f in zip(self.ops, self.families) if f is Family.DYNAMIC]
+        families = tuple(enumerate(self.families))
+        self._calibration = tuple(i for i, f in families if f is not Family.FEATURE)
+        extents = [kernel_extent(self.ops[i]) for i, f in families if f is Family.DYNAMIC]
         self.kernel_size = max(extents, default=0)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
@@ -66,7 +67,8 @@ class MixedHeteroOp(nn.Module):
             )
         out = HeteroOutput()
         for i in self._active:
-            out = out + hetero_output(self.ops[i], self.families[i], x, weights[i], self.kernel_size)
+            op, family = self.ops[i], self.families[i]
+            out = out + hetero_output(op, family, x, weights[i], self.kernel_size)
         if self.residual and self._calibration:
             out = out + HeteroOutput(features=weights[list(self._calibration)].sum() * x)
         return out

@@ -8,9 +8,9 @@ the module produces (see :class:`Family`). Users add their own ops with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 from torch import nn
 
@@ -78,7 +78,8 @@ def get_op(name: str) -> OpSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown op name={name!r}; registered ops: {', '.join(list_ops())}") from None
+        valid = ", ".join(list_ops())
+        raise KeyError(f"unknown op name={name!r}; registered ops: {valid}") from None
 
 
 def create_op(name: str, channels: int, stride: int = 1, affine: bool = True) -> nn.Module:
