@@ -60,32 +60,47 @@ class SearchResidualBlock(nn.Module):
         num_inputs: earlier nodes feeding this block (2 + block index).
         reduction: the cell halves the resolution; edges from its two inputs stride 2.
         space: the candidate ops.
+        partial_channels: K of PC-DARTS (see :class:`~nos_ops.mixed.MixedHeteroOp`).
 
-    ``forward(states, tier1_weights, tier2_weights)``: ``states`` are the earlier nodes,
-    ``tier1_weights`` is num_inputs x |O| and ``tier2_weights`` |O| (None for a single-tier
-    space). Returns the node, B x C x H x W.
+    ``forward(states, tier1_weights, tier2_weights, edge_weights)``: ``states`` are the
+    earlier nodes, ``tier1_weights`` is num_inputs x |O|, ``tier2_weights`` |O| (None for a
+    single-tier space) and ``edge_weights`` optional softmax weights over the num_inputs
+    tier-1 edges (PC-DARTS edge normalisation). Returns the node, B x C x H x W.
     """
 
     def __init__(
-        self, channels: int, num_inputs: int, reduction: bool, space: SearchSpace | str
+        self,
+        channels: int,
+        num_inputs: int,
+        reduction: bool,
+        space: SearchSpace | str,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         space = get_space(space)
         self.tier1 = nn.ModuleList(
-            MixedHeteroOp(channels, 2 if reduction and j < 2 else 1, space)
+            MixedHeteroOp(
+                channels, 2 if reduction and j < 2 else 1, space, partial_channels=partial_channels
+            )
             for j in range(num_inputs)
         )
-        self.tier2 = MixedHeteroOp(channels, 1, space, residual=True) if space.two_tier else None
+        self.tier2 = (
+            MixedHeteroOp(channels, 1, space, residual=True, partial_channels=partial_channels)
+            if space.two_tier
+            else None
+        )
 
     def forward(
         self,
         states: list[torch.Tensor],
         tier1_weights: torch.Tensor,
         tier2_weights: torch.Tensor | None = None,
+        edge_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out = HeteroOutput()
-        for edge, state, weights in zip(self.tier1, states, tier1_weights):
-            out = out + edge(state, weights)
+        for j, (edge, state, weights) in enumerate(zip(self.tier1, states, tier1_weights)):
+            part = edge(state, weights)
+            out = out + (part if edge_weights is None else part.scale(edge_weights[j]))
         node = calibrate(out)
         if self.tier2 is not None:
             node = calibrate(self.tier2(node, tier2_weights))

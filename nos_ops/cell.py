@@ -36,7 +36,9 @@ class SearchCell(nn.Module):
     ``forward(s0, s1, weights)``: s0, s1 are the two previous cells' outputs (B x C_pp x
     2H x 2W after a reduction cell, else B x C_pp x H x W; and B x C_p x H x W), and
     ``weights`` the softmax architecture weights, ``space.num_edges`` x |O| (tier-1 rows in
-    DARTS order, then one tier-2 row per block). Returns B x (steps * C) x H' x W'.
+    DARTS order, then one tier-2 row per block). ``edge_weights`` (PC-DARTS edge
+    normalisation, optional) holds one raw weight per tier-1 edge, softmaxed over the
+    inputs of each node. Returns B x (steps * C) x H' x W'.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class SearchCell(nn.Module):
         channels: int,
         reduction: bool,
         reduction_prev: bool,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.space = get_space(space)
@@ -55,18 +58,26 @@ class SearchCell(nn.Module):
             prev_prev, prev, channels, reduction_prev, affine=False
         )
         self.blocks = nn.ModuleList(
-            SearchResidualBlock(channels, 2 + i, reduction, self.space)
+            SearchResidualBlock(channels, 2 + i, reduction, self.space, partial_channels)
             for i in range(self.space.steps)
         )
         self.out_channels = channels * self.space.steps
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights: torch.Tensor,
+        edge_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         tier2_row = self.space.tier1_edges
         for i, block in enumerate(self.blocks):
+            rows = slice(offset, offset + len(states))
             tier2 = weights[tier2_row + i] if self.space.two_tier else None
-            states.append(block(states, weights[offset : offset + len(states)], tier2))
+            edges = None if edge_weights is None else edge_weights[rows].softmax(dim=-1)
+            states.append(block(states, weights[rows], tier2, edges))
             offset += len(states) - 1
         return torch.cat(states[2:], dim=1)
 

@@ -171,8 +171,10 @@ def from_darts(
     return Genotype(cell(normal, normal_concat), cell(reduce, reduce_concat))
 
 
-def derive_cell(weights: torch.Tensor, space: SearchSpace | str) -> CellGene:
-    """Derive one cell from its architecture weights (num_edges x |O|, logits or softmax).
+def derive_cell(
+    weights: torch.Tensor, space: SearchSpace | str, edge_weights: torch.Tensor | None = None
+) -> CellGene:
+    """Derive one cell from its architecture weights (num_edges x |O| logits).
 
     Per block (Sec. 3.3): the two strongest tier-1 edges from distinct sources whose ops
     include at least one feature op, and the strongest tier-2 op.
@@ -180,7 +182,9 @@ def derive_cell(weights: torch.Tensor, space: SearchSpace | str) -> CellGene:
     Strength is the edge's softmax weight of an op; ``none`` is never chosen (as in
     DARTS). Each edge offers its strongest op and its strongest feature op; the pair of
     offers with the largest summed strength that contains a feature op wins. Ties go to
-    the lower source node, then to the op listed first in the space.
+    the lower source node, then to the op listed first in the space. With PC-DARTS edge
+    normalisation, ``edge_weights`` (one logit per tier-1 edge) are softmaxed over the
+    inputs of each node and multiply the tier-1 strengths, as in PC-DARTS.
     """
     space = get_space(space)
     if weights.shape != (space.num_edges, space.num_ops):
@@ -189,6 +193,17 @@ def derive_cell(weights: torch.Tensor, space: SearchSpace | str) -> CellGene:
             f"({space.num_edges}, {space.num_ops}) for space {space.name!r}"
         )
     probs = weights.detach().float().softmax(dim=-1).cpu()
+    if edge_weights is not None:
+        if edge_weights.shape != (space.tier1_edges,):
+            raise ValueError(
+                f"edge_weights has shape {tuple(edge_weights.shape)}; expected "
+                f"({space.tier1_edges},)"
+            )
+        betas, start = edge_weights.detach().float().cpu(), 0
+        for step in range(space.steps):
+            rows = slice(start, start + 2 + step)
+            probs[rows] *= betas[rows].softmax(dim=-1).unsqueeze(-1)
+            start = rows.stop
     usable = [i for i, n in enumerate(space.ops) if n != "none"]
     feature = [i for i in usable if space.family(space.ops[i]) is Family.FEATURE]
 
@@ -221,10 +236,17 @@ def derive_cell(weights: torch.Tensor, space: SearchSpace | str) -> CellGene:
 
 
 def derive(
-    normal_weights: torch.Tensor, reduce_weights: torch.Tensor, space: SearchSpace | str
+    normal_weights: torch.Tensor,
+    reduce_weights: torch.Tensor,
+    space: SearchSpace | str,
+    normal_edge_weights: torch.Tensor | None = None,
+    reduce_edge_weights: torch.Tensor | None = None,
 ) -> Genotype:
     """The genotype of a search network's architecture weights (see :func:`derive_cell`)."""
-    return Genotype(derive_cell(normal_weights, space), derive_cell(reduce_weights, space))
+    return Genotype(
+        derive_cell(normal_weights, space, normal_edge_weights),
+        derive_cell(reduce_weights, space, reduce_edge_weights),
+    )
 
 
 DARTS_V1 = from_darts(

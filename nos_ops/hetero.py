@@ -56,6 +56,13 @@ class HeteroOutput:
     attention: torch.Tensor | None = None
     kernels: torch.Tensor | None = None
 
+    def scale(self, weight: torch.Tensor | float) -> HeteroOutput:
+        """Every field times ``weight`` (edge normalisation of PC-DARTS)."""
+        return HeteroOutput(*(None if t is None else weight * t for t in self._fields()))
+
+    def _fields(self) -> tuple[torch.Tensor | None, ...]:
+        return self.features, self.attention, self.kernels
+
     def __add__(self, other: HeteroOutput) -> HeteroOutput:
         return HeteroOutput(
             _add(self.features, other.features),

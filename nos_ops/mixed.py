@@ -8,6 +8,7 @@ kernels are the weighted sums of what the ops of each family produce.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .hetero import HeteroOutput, hetero_output, kernel_extent
@@ -15,7 +16,15 @@ from .ops.feature import Zero
 from .ops.registry import Family, create_op
 from .space import SearchSpace, get_space
 
-__all__ = ["MixedHeteroOp"]
+__all__ = ["MixedHeteroOp", "channel_shuffle"]
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups (ShuffleNet): B x C x ... -> B x C x ...."""
+    if groups == 1:
+        return x
+    b, c = x.shape[:2]
+    return x.reshape(b, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
 
 
 class MixedHeteroOp(nn.Module):
@@ -30,6 +39,9 @@ class MixedHeteroOp(nn.Module):
             weight on an attention op it gives ``x + x * A``, the derived cell's residual
             form. First-tier edges (Eqs. 2-4) use ``residual=False``.
         affine: affine BatchNorm inside the ops (DARTS searches without).
+        partial_channels: K of PC-DARTS: the ops see only C/K channels; the others bypass
+            the edge (max-pooled on stride 2) and the result is channel-shuffled. Bypassed
+            channels get no attention and identity kernels. 1 (default) is the full edge.
 
     ``forward(x, weights)``: x is B x C x H x W, ``weights`` the edge's softmax weights
     (``len(space.ops)``). Returns features B x C x H' x W', attention broadcastable to
@@ -43,13 +55,22 @@ class MixedHeteroOp(nn.Module):
         space: SearchSpace | str = "nos",
         residual: bool = False,
         affine: bool = False,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.space = get_space(space)
         if residual and stride != 1:
             raise ValueError(f"stride={stride} is not valid with residual=True; expected 1")
+        if partial_channels < 1 or channels % partial_channels:
+            raise ValueError(
+                f"partial_channels={partial_channels} is not valid; expected a divisor of "
+                f"channels={channels}"
+            )
         self.residual = residual
-        self.ops = nn.ModuleList(create_op(n, channels, stride, affine) for n in self.space.ops)
+        self.stride = stride
+        self.partial_channels = partial_channels
+        active = channels // partial_channels
+        self.ops = nn.ModuleList(create_op(n, active, stride, affine) for n in self.space.ops)
         self.families = tuple(self.space.family(n) for n in self.space.ops)
         self._active = tuple(
             i for i, op in enumerate(self.ops) if not isinstance(op, Zero)
@@ -65,6 +86,12 @@ class MixedHeteroOp(nn.Module):
                 f"weights has shape {tuple(weights.shape)}; expected ({len(self.ops)},) "
                 f"for the ops {self.space.ops}"
             )
+        if self.partial_channels > 1:
+            selected = x.shape[1] // self.partial_channels
+            return self._partial(self._mix(x[:, :selected], weights), x[:, selected:])
+        return self._mix(x, weights)
+
+    def _mix(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
         out = HeteroOutput()
         for i in self._active:
             op, family = self.ops[i], self.families[i]
@@ -73,5 +100,23 @@ class MixedHeteroOp(nn.Module):
             out = out + HeteroOutput(features=weights[list(self._calibration)].sum() * x)
         return out
 
+    def _partial(self, out: HeteroOutput, bypass: torch.Tensor) -> HeteroOutput:
+        if self.stride > 1:
+            bypass = F.max_pool2d(bypass, 3, self.stride, 1)
+        k = self.partial_channels
+        features = channel_shuffle(torch.cat([out.features, bypass], dim=1), k)
+        attention = kernels = None
+        if out.attention is not None:
+            attention = out.attention.expand(-1, out.features.shape[1], -1, -1)
+            zeros = attention.new_zeros(attention.shape[0], bypass.shape[1], *attention.shape[2:])
+            attention = channel_shuffle(torch.cat([attention, zeros], dim=1), k)
+        if out.kernels is not None:
+            zeros = out.kernels.new_zeros(bypass.shape[0], bypass.shape[1], *out.kernels.shape[2:])
+            kernels = channel_shuffle(torch.cat([out.kernels, zeros], dim=1), k)
+        return HeteroOutput(features, attention, kernels)
+
     def extra_repr(self) -> str:
-        return f"space={self.space.name!r}, residual={self.residual}"
+        return (
+            f"space={self.space.name!r}, residual={self.residual}, "
+            f"partial_channels={self.partial_channels}"
+        )

@@ -33,6 +33,9 @@ class SearchNetwork(nn.Module):
         space: a :class:`~nos_ops.space.SearchSpace` or preset name ("nos", "darts", ...).
         stem_multiplier: the stem has ``stem_multiplier * C`` channels.
         arch_init_std: std of the normal initialisation of the architecture weights.
+        partial_channels: K of PC-DARTS, the memory-lean option: edges see C/K channels.
+        edge_normalization: learn PC-DARTS edge weights (``betas_*``, one per tier-1 edge);
+            defaults to ``partial_channels > 1``.
     """
 
     def __init__(
@@ -43,6 +46,8 @@ class SearchNetwork(nn.Module):
         space: SearchSpace | str = "nos",
         stem_multiplier: int = 3,
         arch_init_std: float = 1e-3,
+        partial_channels: int = 1,
+        edge_normalization: bool | None = None,
     ) -> None:
         super().__init__()
         if layers < 3:
@@ -61,7 +66,9 @@ class SearchNetwork(nn.Module):
         for i in range(layers):
             reduction = i in reductions
             current = current * 2 if reduction else current
-            cell = SearchCell(self.space, prev_prev, prev, current, reduction, reduction_prev)
+            cell = SearchCell(
+                self.space, prev_prev, prev, current, reduction, reduction_prev, partial_channels
+            )
             self.cells.append(cell)
             reduction_prev = reduction
             prev_prev, prev = prev, cell.out_channels
@@ -70,10 +77,19 @@ class SearchNetwork(nn.Module):
         shape = (self.space.num_edges, self.space.num_ops)
         self.alphas_normal = nn.Parameter(arch_init_std * torch.randn(shape))
         self.alphas_reduce = nn.Parameter(arch_init_std * torch.randn(shape))
+        if edge_normalization is None:
+            edge_normalization = partial_channels > 1
+        self.betas_normal = self.betas_reduce = None
+        if edge_normalization:
+            edges = self.space.tier1_edges
+            self.betas_normal = nn.Parameter(arch_init_std * torch.randn(edges))
+            self.betas_reduce = nn.Parameter(arch_init_std * torch.randn(edges))
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture weights A: ``[alphas_normal, alphas_reduce]``."""
-        return [self.alphas_normal, self.alphas_reduce]
+        """The architecture weights: ``alphas_normal``, ``alphas_reduce`` (A of Eq. 11) and,
+        with edge normalisation, ``betas_normal``, ``betas_reduce``."""
+        params = [self.alphas_normal, self.alphas_reduce, self.betas_normal, self.betas_reduce]
+        return [p for p in params if p is not None]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter except the architecture weights (Theta in Eq. 12)."""
@@ -87,7 +103,10 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x)
         stages = []
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
+            if cell.reduction:
+                s0, s1 = s1, cell(s0, s1, reduce, self.betas_reduce)
+            else:
+                s0, s1 = s1, cell(s0, s1, normal, self.betas_normal)
             if i in self.stage_ends:
                 stages.append(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
@@ -98,4 +117,10 @@ class SearchNetwork(nn.Module):
 
     def genotype(self) -> Genotype:
         """The derived architecture (Sec. 3.3, "Search Outcome")."""
-        return derive(self.alphas_normal, self.alphas_reduce, self.space)
+        return derive(
+            self.alphas_normal,
+            self.alphas_reduce,
+            self.space,
+            self.betas_normal,
+            self.betas_reduce,
+        )
