@@ -224,8 +224,8 @@ def derive_cell(
             for a, b in itertools.combinations(offers, 2)
             if a[1] != b[1] and (a[2] in feature or b[2] in feature)
         ]
-        a, b = max(pairs, key=lambda p: (p[0][0] + p[1][0], -min(p[0][1], p[1][1]),
-                                          -p[0][2] - p[1][2]))
+        # offers are in source order, so p[0] is the lower source; the key is unique per pair
+        a, b = max(pairs, key=lambda p: (p[0][0] + p[1][0], -p[0][1], -p[1][1], -p[0][2], -p[1][2]))
         edges = tuple((space.ops[col], src) for _, src, col in sorted([a, b], key=lambda o: o[1]))
         tier2 = None
         if space.two_tier:
