@@ -57,7 +57,9 @@ class BlockGene:
                     f"edge ({name!r}, {source!r}) into node {node}: source must be an int "
                     f"in [0, {node - 1}]"
                 )
-        if not any(get_op(name).family is Family.FEATURE for name, _ in self.edges):
+        if not any(
+            get_op(name).family is Family.FEATURE and name != "none" for name, _ in self.edges
+        ):
             raise ValueError(
                 f"block for node {node} needs at least one feature op, got {self.edges}"
             )
@@ -145,6 +147,10 @@ class Genotype:
 
 
 def _cell_from_dict(data: dict) -> CellGene:
+    for block in data["blocks"]:
+        for edge in block["edges"]:
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2:
+                raise ValueError(f"malformed genotype: edge {edge!r} is not an [op, source] pair")
     blocks = tuple(
         BlockGene(tuple((str(n), int(s)) for n, s in b["edges"]), b.get("tier2"))
         for b in data["blocks"]
