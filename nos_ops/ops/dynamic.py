@@ -89,6 +89,8 @@ def dynamic_depthwise_conv2d(
     """
     if impl not in _IMPLS:
         raise ValueError(f"impl={impl!r} is not valid; expected one of {_IMPLS}")
+    check_positive("stride", stride)
+    check_positive("dilation", dilation)
     if x.dim() != 4 or kernels.dim() != 4:
         raise ValueError(
             f"x and kernels must be 4-d (B x C x H x W and B x C x k x k), "

@@ -58,11 +58,7 @@ def register_op(
     ``family`` is one of ``"feature"``, ``"attention"``, ``"dynamic"``. Attention ops must
     expose ``attention(x)`` and dynamic ops ``kernels(x)`` plus a ``dilation`` attribute.
     """
-    try:
-        family = Family(family)
-    except ValueError:
-        valid = ", ".join(f.value for f in Family)
-        raise ValueError(f"family={family!r} is not valid; expected one of: {valid}") from None
+    family = _family(family)
 
     def _register(fn: OpFactory) -> OpFactory:
         if name in _REGISTRY and not overwrite:
@@ -71,6 +67,14 @@ def register_op(
         return fn
 
     return _register if factory is None else _register(factory)
+
+
+def _family(family: Family | str) -> Family:
+    try:
+        return Family(family)
+    except ValueError:
+        valid = ", ".join(f.value for f in Family)
+        raise ValueError(f"family={family!r} is not valid; expected one of: {valid}") from None
 
 
 def get_op(name: str) -> OpSpec:
@@ -96,5 +100,5 @@ def list_ops(family: Family | str | None = None) -> list[str]:
     """Registered op names, in registration order, optionally of one family."""
     if family is None:
         return list(_REGISTRY)
-    family = Family(family)
+    family = _family(family)
     return [n for n, s in _REGISTRY.items() if s.family is family]
