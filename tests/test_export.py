@@ -1,0 +1,112 @@
+"""torch.export / ONNX export with a dynamic batch, and rebuilding networks from checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nos_ops import BlockGene, CellGene, Genotype, NetworkCIFAR
+from nos_ops.export import LogitsOnly, export_onnx, export_program, load_network
+from nos_ops.trainer import build_network
+from nos_ops.utils.checkpoint import save_checkpoint
+
+# dynamic conv and attention in both tiers; 3x3 kernels keep the traced graph small
+NOS_TINY = Genotype(
+    normal=CellGene(
+        (
+            BlockGene((("dynamic_conv_3x3", 0), ("identity", 1)), "spatial_attention"),
+            BlockGene((("channel_attention", 0), ("sep_conv_3x3", 2)), "dynamic_conv_3x3"),
+        ),
+        (2, 3),
+    ),
+    reduce=CellGene(
+        (BlockGene((("max_pool_3x3", 0), ("spatial_attention", 1)), "dynamic_conv_3x3"),),
+        (2,),
+    ),
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the
+    threads' barriers cost 10-60x; the previous setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+ARCH = {"network": "cifar", "channels": 4, "layers": 3, "num_classes": 10, "auxiliary": True,
+        "image_size": 16}
+
+
+@pytest.fixture(scope="module")
+def network() -> NetworkCIFAR:
+    torch.manual_seed(0)
+    model = build_network(ARCH, NOS_TINY)  # at 16x16 the auxiliary head pools adaptively
+    # non-trivial BN statistics, so eval mode differs from train mode
+    with torch.no_grad():
+        model(torch.randn(8, 3, 16, 16))
+    return model.eval()
+
+
+def _eager(model: NetworkCIFAR, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)[0]
+
+
+def test_logits_only_drops_aux(network: NetworkCIFAR) -> None:
+    x = torch.randn(2, 3, 16, 16)
+    network.train()
+    try:
+        out = LogitsOnly(network)(x)
+    finally:
+        network.eval()
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+
+
+def test_export_program_dynamic_batch(network: NetworkCIFAR) -> None:
+    network.train()  # export must switch to eval mode and restore the flags
+    program = export_program(network, torch.randn(2, 3, 16, 16))
+    assert network.training and network.cells[0].training
+    network.eval()
+    x = torch.randn(5, 3, 16, 16)
+    torch.testing.assert_close(program.module()(x), _eager(network, x), atol=1e-4, rtol=1e-4)
+
+
+def test_export_onnx_dynamic_batch(network: NetworkCIFAR, tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="ONNX checks need the 'export' extra")
+    pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
+    path = export_onnx(network, tmp_path / "net.onnx", torch.randn(1, 3, 16, 16))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "input" and not isinstance(inp.shape[0], int)
+    for batch in (3, 7):
+        x = torch.randn(batch, 3, 16, 16)
+        (got,) = session.run(None, {"input": x.numpy()})
+        torch.testing.assert_close(
+            torch.from_numpy(got), _eager(network, x), atol=1e-4, rtol=1e-4
+        )
+
+
+def test_export_rejects_non_image_input(network: NetworkCIFAR) -> None:
+    with pytest.raises(ValueError, match="example_input must be B x C x H x W"):
+        export_program(network, torch.randn(3, 16, 16))
+
+
+def test_load_network_without_genotype_fails(network: NetworkCIFAR, tmp_path) -> None:
+    path = tmp_path / "plain.pt"
+    save_checkpoint({"model": network.state_dict()}, path)
+    with pytest.raises(ValueError, match="no 'genotype' entry"):
+        load_network(path)
+
+
+def test_load_network_rebuilds_from_checkpoint(network: NetworkCIFAR, tmp_path) -> None:
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(
+        {"model": network.state_dict(), "genotype": NOS_TINY.to_dict(), "arch": ARCH}, path
+    )
+    loaded = load_network(path)
+    assert not loaded.training and loaded.genotype == NOS_TINY
+    x = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(_eager(loaded, x), _eager(network, x), atol=0, rtol=0)

@@ -1,0 +1,195 @@
+"""The evaluation-network trainer: one step, end to end, resume, ImageNet config, DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from nos_ops.data import Augment, ImageSet, TensorLoader, channel_stats, load_digits
+from nos_ops.export import load_network
+from nos_ops.trainer import (
+    TrainConfig,
+    build_network,
+    evaluate,
+    imagenet_mobile_config,
+    learning_rate,
+    train,
+    train_one_epoch,
+)
+from nos_ops.utils.checkpoint import load_checkpoint, save_checkpoint
+from nos_ops.utils.runlog import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"layers": 3, "channels": 4, "batch_size": 4, "progress": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the
+    threads' barriers cost 10-60x; the previous setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[ImageSet, ImageSet]:
+    """12 training and 8 test digits at 16x16: 3 steps of batch 4 per epoch."""
+    train_set, _, test_set = load_digits(16)
+    return train_set.subset(torch.arange(12)), test_set.subset(torch.arange(8))
+
+
+def _arch(**overrides) -> dict:
+    return {"network": "cifar", "channels": 4, "layers": 3, "num_classes": 10,
+            "auxiliary": True, "image_size": 16, **overrides}
+
+
+@pytest.mark.parametrize(("amp", "channels_last"), [("none", False), ("bf16", True)])
+def test_one_step_with_aux_and_drop_path(digits, amp: str, channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model = build_network(_arch(), "DARTS_V2")
+    model.drop_path_prob = 0.2
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mean, std = channel_stats(digits[0])
+    loader = TensorLoader(digits[0].subset(torch.arange(4)), 4, augment=Augment(mean, std))
+    optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    metrics = train_one_epoch(model, loader, optimizer, auxiliary_weight=0.4, grad_clip=5.0,
+                              amp=amp, channels_last=channels_last)
+    assert math.isfinite(metrics["loss"]) and metrics["samples"] == 4
+    after = model.state_dict()
+    for prefix in ("stem", "cells.0", "classifier", "auxiliary_head"):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix))
+
+
+def test_learning_rate_schedules() -> None:
+    cifar = TrainConfig(epochs=10)
+    assert learning_rate(cifar, 0) == pytest.approx(0.025)
+    assert learning_rate(cifar, 5) == pytest.approx(0.0125)
+    imagenet = imagenet_mobile_config(epochs=15)
+    assert [learning_rate(imagenet, e) for e in (0, 4, 5, 10)] == pytest.approx(
+        [0.05, 0.25, 0.25, 0.125]
+    )
+
+
+def test_config_validation_and_quick() -> None:
+    with pytest.raises(ValueError, match="amp='fp8'"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="network='mobile'"):
+        TrainConfig(network="mobile")
+    quick = TrainConfig(quick=True, layers=3).resolved()
+    assert (quick.layers, quick.channels, quick.image_size) == (3, 16, 16)
+    assert TrainConfig.from_dict(quick.to_dict()) == quick
+
+
+def test_quick_end_to_end_on_digits(tmp_path) -> None:
+    out = tmp_path / "run"
+    config = TrainConfig(quick=True, epochs=1, out=str(out), **{**TINY, "batch_size": 64})
+    final = train(config)
+    for name in ("checkpoint.pt", "log.jsonl", "curves.png", "final.json", "genotype.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "final.json").read_text()) == pytest.approx(final)
+    (record,) = read_jsonl(out / "log.jsonl")
+    assert record["epoch"] == 1 and record["test_top1_err"] == final["top1_err"]
+    assert 0 <= final["top5_err"] <= final["top1_err"] <= 100
+    model = load_network(out / "checkpoint.pt")
+    assert final["params"] == sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for p in model.auxiliary_head.parameters()
+    )
+    assert final["macs"] > 0
+    # the rebuilt network reproduces the reported test error
+    train_set, _, test_set = load_digits(16)
+    mean, std = channel_stats(train_set)
+    loader = TensorLoader(test_set, 64, augment=Augment(mean, std, 0, False))
+    assert evaluate(model, loader)["top1_err"] == pytest.approx(final["top1_err"])
+
+
+def test_resume_matches_uninterrupted(digits, tmp_path) -> None:
+    common = {**TINY, "drop_path": 0.3, "cutout": 4, "seed": 3}
+    full = train(TrainConfig(epochs=2, out=str(tmp_path / "full"), **common), *digits)
+    # an interrupted run: one epoch (its checkpoint), then resume to the same 2 epochs
+    train(TrainConfig(epochs=1, out=str(tmp_path / "cut"), **common), *digits)
+    resumed = train(
+        TrainConfig(epochs=2, out=str(tmp_path / "cut"), resume=True, **common), *digits
+    )
+    for key in ("top1_err", "top5_err", "test_loss", "train_loss"):
+        assert resumed[key] == full[key], key
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
+    log = read_jsonl(tmp_path / "cut" / "log.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2]
+    with pytest.raises(ValueError, match="different architecture"):
+        train(TrainConfig(epochs=2, out=str(tmp_path / "cut"), resume=True,
+                          **{**common, "channels": 8}), *digits)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(TrainConfig(out=str(tmp_path / "none"), resume=True, **common), *digits)
+
+
+def test_imagenet_mobile_one_step_on_random_224(tmp_path) -> None:
+    default = imagenet_mobile_config()
+    assert (default.layers, default.channels, default.batch_size, default.epochs) == (
+        14, 48, 512, 300
+    )
+    assert default.max_macs == 600_000_000 and default.label_smoothing == 0.1
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 224, 224)
+    data = TensorDataset(images, torch.tensor([0, 1]))
+    config = imagenet_mobile_config(
+        layers=4, channels=8, batch_size=2, epochs=1, warmup_epochs=0, num_classes=3,
+        workers=0, progress=False, out=str(tmp_path / "imagenet"),
+    )
+    final = train(config, data, data)
+    assert math.isfinite(final["train_loss"]) and 0 < final["macs"] < 600_000_000
+    state = load_checkpoint(tmp_path / "imagenet" / "checkpoint.pt")
+    assert state["arch"]["network"] == "imagenet" and state["arch"]["num_classes"] == 3
+    with pytest.raises(ValueError, match="over max_macs"):
+        train(dataclasses.replace(config, max_macs=1000), data, data)
+
+
+def test_ddp_two_processes_rank0_writes(tmp_path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        "--standalone", str(ROOT / "examples" / "train.py"), "--quick", "--layers", "3",
+        "--channels", "4", "--epochs", "1", "--batch-size", "128", "--device", "cpu",
+        "--no-progress", "--out", str(out),
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("top-1 error") == 1  # only rank 0 reports
+    (record,) = read_jsonl(out / "log.jsonl")  # one record: rank 1 appended nothing
+    assert record["epoch"] == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt", "curves.png", "final.json", "genotype.json", "log.jsonl"
+    ]
+    assert "world 2" in result.stderr + result.stdout
+
+
+def test_cli_resume_takes_the_checkpoint_config(tmp_path) -> None:
+    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "examples" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    saved = TrainConfig(genotype="DARTS_V1", layers=3, channels=4, cutout=0, out=str(tmp_path))
+    save_checkpoint({"config": saved.to_dict()}, tmp_path / "checkpoint.pt")
+    config = cli.make_config(cli.parse_args(["--resume", "--out", str(tmp_path), "--epochs", "7"]))
+    assert (config.genotype, config.layers, config.channels, config.cutout) == (
+        "DARTS_V1", 3, 4, 0
+    )
+    assert config.epochs == 7 and config.resume
+    fresh = cli.make_config(cli.parse_args(["--quick", "--lr", "0.1"]))
+    assert fresh.resolved().layers == 8 and fresh.lr == 0.1 and fresh.genotype == "DARTS_V2"
