@@ -30,25 +30,11 @@ from nos_ops.profile import count_macs, count_params
 from nos_ops.trainer import TrainConfig, build_network, imagenet_mobile_config, train
 from nos_ops.utils.checkpoint import load_checkpoint
 
-# flag -> TrainConfig field; flags left unset keep the config's (or --quick's) value
-_FIELDS = {
-    "genotype": "genotype",
-    "data_dir": "data_dir",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "layers": "layers",
-    "channels": "channels",
-    "auxiliary_weight": "auxiliary_weight",
-    "drop_path": "drop_path",
-    "cutout": "cutout",
-    "image_size": "image_size",
-    "amp": "amp",
-    "seed": "seed",
-    "device": "device",
-    "out": "out",
-}
+# flags that set the TrainConfig field of the same name; unset ones keep the config's value
+_FIELDS = (
+    "genotype", "data_dir", "epochs", "batch_size", "lr", "weight_decay", "layers", "channels",
+    "auxiliary_weight", "drop_path", "cutout", "image_size", "amp", "seed", "device", "out",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,8 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the flags: the paper's recipe overridden by the flags given; with
     --resume, the checkpoint's config overridden by the flags given."""
-    given = {field: getattr(args, flag) for flag, field in _FIELDS.items()
-             if getattr(args, flag) is not None}
+    given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
     switches = {"channels_last": args.channels_last, "compile": args.compile,
                 "quick": args.quick}
     given.update({k: v for k, v in switches.items() if v})
