@@ -145,6 +145,9 @@ class DynamicConv2d(nn.Module):
 
     ``forward(x)`` returns ``x + x (x) D`` (Eq. 5 with one dynamic op), B x C x H' x W'
     with H' = ceil(H / stride); ``kernels(x)`` returns ``D`` for the heterogeneous block.
+    The decode weights start at N(0, ``decode_init_std``^2), so ``D`` starts near zero and
+    the layer near the identity: with a default init, D grows with the input's scale and
+    networks that stack several of these layers fail to train.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class DynamicConv2d(nn.Module):
         dilation: int = 1,
         reduction: int = 8,
         impl: ConvImpl = "auto",
+        decode_init_std: float = 1e-3,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -175,6 +179,9 @@ class DynamicConv2d(nn.Module):
         self.bottleneck = nn.Conv2d(channels, hidden, 1, bias=False, **factory)
         self.transform = nn.Conv2d(channels, kernel_size * kernel_size, 1, bias=False, **factory)
         self.decode = nn.Conv2d(hidden, channels, 1, bias=False, **factory)
+        # D starts near zero, so the layer starts near the identity (like zero-init of a
+        # residual branch); a zero init would leave the other modules without gradient.
+        nn.init.normal_(self.decode.weight, std=decode_init_std)
 
     def kernels(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample depthwise kernels ``D``: B x C x H x W -> B x C x k x k."""
