@@ -79,7 +79,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     full = run_search(_config(tmp_path / "full"))
 
     class Crash(Exception):
-        pass
+        """A simulated crash right after a checkpoint was written."""
 
     def crash_after_saving(state, path):
         save(state, path)
