@@ -10,11 +10,16 @@
     torchrun --nproc_per_node=4 examples/search.py --data-dir data/cifar-10-batches-py
 
 Without --data-dir the search runs --quick on the digits (8 channels, 5 cells, 16 x 16,
-8 epochs of 6 steps); --no-quick gives the paper's settings (16 channels, 8 cells,
-25 epochs, batch 64). The default is first-order search, for speed (the paper's
-ablations search first order; its main search follows DARTS, --second-order). The
-default is no teacher: both teachers cost more than the quick search itself; train one
-with examples/train_teacher.py (--quick on the digits) and pass --teacher.
+8 epochs of 6 steps of batch 32, one torch thread); --no-quick gives the paper's settings
+(16 channels, 8 cells, 25 epochs, batch 64). One thread, because the quick supernet runs
+thousands of tiny ops per step: on a 2-core machine that also runs another job, a step
+took 2.5 s with one thread and 93 s with two (the threads spin waiting for each other).
+
+The default is first-order search, for speed (the paper's ablations search first order;
+its main search follows DARTS: --second-order). The default is no teacher, so that the
+first command runs alone; for attention-guided search on the digits, train a small teacher
+first (python examples/train_teacher.py, about 2 minutes) and pass
+--teacher runs/teacher/teacher.pt.
 
 Outputs in --out (default runs/search): genotype.json, genotype.png, arch_weights.png,
 curves.png, search.jsonl and checkpoint.pt (--resume continues from it).
@@ -27,6 +32,8 @@ import dataclasses
 import os
 import sys
 import time
+
+import torch
 
 from nos_ops.genotype import CellGene
 from nos_ops.search import NonFiniteLossError, SearchConfig, run_search
@@ -88,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.add_argument("--quick", action=argparse.BooleanOptionalAction,
                         help="a few-minute search (default: on without --data-dir)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: 1 for "
+                        "--quick, whose tensors are tiny; else torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-plots", action="store_true", help="no pictures (no matplotlib)")
     return parser.parse_args(argv)
@@ -114,7 +123,11 @@ def describe_cell(name: str, cell: CellGene) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = make_config(parse_args(argv))
+    args = parse_args(argv)
+    config = make_config(args)
+    threads = args.threads if args.threads is not None else 1 if config.resolved().quick else None
+    if threads is not None:
+        torch.set_num_threads(threads)
     began = time.perf_counter()
     try:
         genotype = run_search(config)

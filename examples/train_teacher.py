@@ -2,14 +2,14 @@
 
     # the paper's teacher on CIFAR-10: PyramidNet-110 (bottleneck, alpha 84), 300 epochs
     python examples/train_teacher.py --data-dir data/cifar-10-batches-py
-    # a small one on the bundled digits (ResNet-18, 16 x 16, 3 epochs)
-    python examples/train_teacher.py --quick
+    # a small one on the bundled digits (ResNet-18, 16 x 16, 10 epochs: about 2 minutes)
+    python examples/train_teacher.py
     python examples/search.py --teacher runs/teacher/teacher.pt
 
 Appendix A1 recipe: 300 epochs, batch 32, SGD lr 0.025 divided by 10 every 30 epochs,
 momentum 0.9, weight decay 1e-4, random crop and horizontal flip. Without --data-dir the
-run is --quick on the digits (ResNet-18, 16 x 16, 3 epochs), which the quick search can
-use (same image size).
+run is --quick on the digits (ResNet-18, 16 x 16, 10 epochs, one torch thread as in
+examples/search.py), which the quick search can use (same image size).
 
 Outputs in --out (default runs/teacher): teacher.pt ({"arch", "num_classes",
 "state_dict", "image_size", "test_top1_err"}, what examples/search.py --teacher reads),
@@ -33,7 +33,7 @@ from nos_ops.utils import JsonlLogger, load_checkpoint, save_checkpoint
 
 ARCHS = ("pyramidnet110", "resnet18")
 DEFAULTS = {"arch": "pyramidnet110", "epochs": 300, "image_size": None}
-QUICK = {"arch": "resnet18", "epochs": 3, "image_size": 16}
+QUICK = {"arch": "resnet18", "epochs": 10, "image_size": 16}
 
 
 class _Capped:
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=ARCHS, help="default pyramidnet110 (quick: resnet18)")
     parser.add_argument("--data-dir", help="cifar-10-batches-py or cifar-100-python "
                         "(default: the bundled digits)")
-    parser.add_argument("--epochs", type=int, help="default 300 (quick: 3)")
+    parser.add_argument("--epochs", type=int, help="default 300 (quick: 10)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.025)
     parser.add_argument("--lr-step", type=int, default=30, help="epochs between lr decays")
@@ -75,9 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from --out")
     parser.add_argument("--quick", action=argparse.BooleanOptionalAction,
                         help="a few-minute run (default: on without --data-dir)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: 1 for "
+                        "--quick; else torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     quick = args.quick if args.quick is not None else args.data_dir is None
+    if args.threads is None and quick:
+        args.threads = 1
     for key, value in (QUICK if quick else DEFAULTS).items():
         if getattr(args, key) is None and not (key == "image_size" and args.data_dir):
             setattr(args, key, value)
@@ -101,10 +105,13 @@ def train_teacher(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if use_cuda else "cpu")
     if args.amp == "fp16" and not use_cuda:
         raise SystemExit("--amp fp16 needs CUDA; use --amp bf16 on the CPU")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    train_set, test_set, mean, std = load_data(args.data_dir, args.image_size)
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
+    train_set, test_set, mean, std = load_data(data_dir, args.image_size)
     size = train_set.images.shape[-1]
     augment = Augment(mean, std, crop_padding=max(size // 8, 1), flip=True)
     train_loader = TensorLoader(train_set, args.batch_size, shuffle=True, drop_last=True,

@@ -148,6 +148,11 @@ def weight_step(
     ``correct`` (top-1 hits in the batch).
     """
     net = search_network(model)
+    if isinstance(model, DistributedDataParallel) and not isinstance(model.module, StagesForward):
+        raise TypeError(
+            f"model is a DistributedDataParallel over {type(model.module).__name__}; build it "
+            "with wrap_ddp(net) so that it returns the stage outputs"
+        )
     staged = model if isinstance(model, DistributedDataParallel) else StagesForward(net)
     with _frozen(net.arch_parameters()):
         with _autocast(x.device, amp_dtype):

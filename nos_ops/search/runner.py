@@ -219,7 +219,7 @@ def _datasets(config: SearchConfig) -> tuple[ImageSet, ImageSet, ImageSet, tuple
         weights, arch = split_for_search(train, 0.5, config.seed)
         mean, std = channel_stats(weights)
         return weights, arch, val, mean, std
-    train = load_cifar(config.data_dir, train=True)
+    train = load_cifar(Path(config.data_dir).expanduser(), train=True)
     weights, arch = split_for_search(train, 0.5, config.seed)
     if train.num_classes == 100:
         return weights, arch, arch, CIFAR100_MEAN, CIFAR100_STD
