@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .genotype import BlockGene
-from .hetero import HeteroOutput, hetero_output
+from .hetero import HeteroOutput, NodeSums, hetero_output
 from .mixed import MixedHeteroOp
 from .ops.dynamic import dynamic_depthwise_conv2d, identity_kernel
 from .ops.registry import Family, create_op, op_family
@@ -31,16 +31,27 @@ def calibrate(out: HeteroOutput) -> torch.Tensor:
     ``F + F (x) D = F (x) (delta + D)``: one per-sample depthwise conv per node, however
     many dynamic ops feed it. Returns B x C x H x W.
     """
-    features = out.features
+    attention = [] if out.attention is None else [out.attention]
+    return _calibrate(out.features, attention, out.kernels)
+
+
+def _calibrate(
+    features: torch.Tensor | None, attention: list[torch.Tensor], kernels: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`calibrate` with the attention maps as separate, broadcastable terms."""
     if features is None:
         raise ValueError("calibrate needs features: a node must receive at least one feature op")
     result = features
-    if out.kernels is not None:
-        kernels = out.kernels + identity_kernel(out.kernels.shape[-1], out.kernels)
+    if kernels is not None:
+        kernels = kernels + identity_kernel(kernels.shape[-1], kernels)
         result = dynamic_depthwise_conv2d(features, kernels)
-    if out.attention is not None:
-        result = result + features * out.attention
+    for maps in attention:
+        result = torch.addcmul(result, features, maps)
     return result
+
+
+def _calibrate_sums(sums: NodeSums) -> torch.Tensor:
+    return _calibrate(sums.features, sums.attention, sums.kernels)
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -97,13 +108,14 @@ class SearchResidualBlock(nn.Module):
         tier2_weights: torch.Tensor | None = None,
         edge_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        out = HeteroOutput()
+        sums = NodeSums()
         for j, (edge, state, weights) in enumerate(zip(self.tier1, states, tier1_weights)):
-            part = edge(state, weights)
-            out = out + (part if edge_weights is None else part.scale(edge_weights[j]))
-        node = calibrate(out)
+            edge._add_to(sums, state, weights, None if edge_weights is None else edge_weights[j])
+        node = _calibrate_sums(sums)
         if self.tier2 is not None:
-            node = calibrate(self.tier2(node, tier2_weights))
+            sums = NodeSums()
+            self.tier2._add_to(sums, node, tier2_weights)
+            node = _calibrate_sums(sums)
         return node
 
 

@@ -71,6 +71,66 @@ class HeteroOutput:
         )
 
 
+class NodeSums:
+    """Running weighted sums of what the edges into one node produce (Eqs. 2-4), for the
+    search block's hot path; :class:`HeteroOutput` is the public, fully summed form.
+
+    Sums are accumulated in place (one fused multiply-add per term; autograd saves no sum).
+    Attention maps are summed per shape: adding a B x 1 x H x W spatial map to a B x C x 1 x 1
+    channel map would materialise B x C x H x W, whereas :meth:`calibrate` applies each
+    group with a broadcast multiply-add. Kernels of different sizes are padded as in
+    :class:`HeteroOutput`.
+    """
+
+    def __init__(self) -> None:
+        self.features: torch.Tensor | None = None
+        self.attention: list[torch.Tensor] = []
+        self.kernels: torch.Tensor | None = None
+
+    def add_features(self, features: torch.Tensor, weight: torch.Tensor | float) -> None:
+        self.features = _accumulate(self.features, features, weight)
+
+    def add_attention(self, attention: torch.Tensor, weight: torch.Tensor | float) -> None:
+        for i, total in enumerate(self.attention):
+            if total.shape == attention.shape:
+                self.attention[i] = _accumulate(total, attention, weight)
+                return
+        self.attention.append(attention * weight)
+
+    def add_kernels(self, kernels: torch.Tensor, weight: torch.Tensor | float) -> None:
+        if self.kernels is not None and self.kernels.shape != kernels.shape:
+            self.kernels = _add_kernels(self.kernels, kernels * weight)
+        else:
+            self.kernels = _accumulate(self.kernels, kernels, weight)
+
+    def add(self, out: HeteroOutput) -> None:
+        """Add every field of ``out`` (weight 1)."""
+        if out.features is not None:
+            self.add_features(out.features, 1.0)
+        if out.attention is not None:
+            self.add_attention(out.attention, 1.0)
+        if out.kernels is not None:
+            self.add_kernels(out.kernels, 1.0)
+
+    def output(self) -> HeteroOutput:
+        """The sums as a :class:`HeteroOutput` (attention groups added together)."""
+        attention = None
+        for total in self.attention:
+            attention = _add(attention, total)
+        return HeteroOutput(self.features, attention, self.kernels)
+
+
+def _accumulate(
+    total: torch.Tensor | None, term: torch.Tensor, weight: torch.Tensor | float
+) -> torch.Tensor:
+    """``total + weight * term``, in place on ``total`` (a sum this module created)."""
+    if total is None:
+        return term * weight
+    if isinstance(weight, torch.Tensor):
+        return total.addcmul_(term, weight)
+    return total.add_(term, alpha=weight)
+
+
 def kernel_extent(op: nn.Module) -> int:
     """The dense size ``(k - 1) * dilation + 1`` of a dynamic op's kernels."""
     return (op.kernel_size - 1) * op.dilation + 1

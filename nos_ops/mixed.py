@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hetero import HeteroOutput, hetero_output, kernel_extent
-from .ops.feature import Zero
+from .hetero import HeteroOutput, NodeSums, kernel_extent
+from .ops.dynamic import DynamicConv2d, generate_kernels, spread_kernels
+from .ops.feature import DilConv, SepConv, Zero
 from .ops.registry import Family, create_op
 from .space import SearchSpace, get_space
 
@@ -79,26 +80,72 @@ class MixedHeteroOp(nn.Module):
         self._calibration = tuple(i for i, f in families if f is not Family.FEATURE)
         extents = [kernel_extent(self.ops[i]) for i, f in families if f is Family.DYNAMIC]
         self.kernel_size = max(extents, default=0)
+        # DARTS's four convs start with a ReLU: ops sharing an input share it (time, memory)
+        self._after_relu = tuple(type(op) in (SepConv, DilConv) for op in self.ops)
+        # DynamicConv2d ops generate their kernels together (one matmul reads x once)
+        self._generated = tuple(
+            i for i in self._active if type(self.ops[i]) is DynamicConv2d
+        )
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
+        self._check(weights)
+        if self.partial_channels > 1:
+            selected = x.shape[1] // self.partial_channels
+            return self._partial(self._mix(x[:, :selected], weights), x[:, selected:])
+        sums = NodeSums()
+        self._mix_into(sums, x, weights)
+        return sums.output()
+
+    def _add_to(
+        self,
+        sums: NodeSums,
+        x: torch.Tensor,
+        weights: torch.Tensor,
+        scale: torch.Tensor | None = None,
+    ) -> None:
+        """Add ``forward(x, weights)``, times ``scale`` if given, to ``sums`` in place: the
+        block's path, which never materialises the edge's own output."""
+        self._check(weights)
+        if self.partial_channels > 1:
+            out = self.forward(x, weights)
+            sums.add(out if scale is None else out.scale(scale))
+        else:
+            self._mix_into(sums, x, weights if scale is None else weights * scale)
+
+    def _check(self, weights: torch.Tensor) -> None:
         if weights.shape != (len(self.ops),):
             raise ValueError(
                 f"weights has shape {tuple(weights.shape)}; expected ({len(self.ops)},) "
                 f"for the ops {self.space.ops}"
             )
-        if self.partial_channels > 1:
-            selected = x.shape[1] // self.partial_channels
-            return self._partial(self._mix(x[:, :selected], weights), x[:, selected:])
-        return self._mix(x, weights)
 
     def _mix(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
-        out = HeteroOutput()
+        sums = NodeSums()
+        self._mix_into(sums, x, weights)
+        return sums.output()
+
+    def _mix_into(self, sums: NodeSums, x: torch.Tensor, weights: torch.Tensor) -> None:
+        relu = None
+        generated = {}
+        if self._generated:
+            ops = [self.ops[i] for i in self._generated]
+            generated = dict(zip(self._generated, generate_kernels(ops, x)))
         for i in self._active:
-            op, family = self.ops[i], self.families[i]
-            out = out + hetero_output(op, family, x, weights[i], self.kernel_size)
+            op, family, weight = self.ops[i], self.families[i], weights[i]
+            if family is Family.FEATURE:
+                if not self._after_relu[i]:
+                    sums.add_features(op(x), weight)
+                    continue
+                if relu is None:
+                    relu = F.relu(x)
+                sums.add_features(op.forward_after_relu(relu), weight)
+            elif family is Family.ATTENTION:
+                sums.add_attention(op.attention(x), weight)
+            else:
+                kernels = generated[i] if i in generated else op.kernels(x)
+                sums.add_kernels(spread_kernels(kernels, op.dilation, self.kernel_size), weight)
         if self.residual and self._calibration:
-            out = out + HeteroOutput(features=weights[list(self._calibration)].sum() * x)
-        return out
+            sums.add_features(x, weights[list(self._calibration)].sum())
 
     def _partial(self, out: HeteroOutput, bypass: torch.Tensor) -> HeteroOutput:
         if self.stride > 1:

@@ -8,19 +8,24 @@ residual form of Eq. 5: ``x + x (x) D``. The identity term is folded into the ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .helpers import check_features, check_odd_kernel, check_positive, reduced_channels
 from .registry import Family, register_op
 
 __all__ = [
     "DynamicConv2d",
+    "depthwise_conv2d",
+    "depthwise_conv2d_backward",
     "dynamic_depthwise_conv2d",
+    "generate_kernels",
     "identity_kernel",
     "spread_kernels",
 ]
@@ -32,13 +37,12 @@ _IMPLS = ("auto", "grouped", "shifted")
 def _grouped(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
     batch, channels = x.shape[:2]
     padding = dilation * (kernels.shape[-1] - 1) // 2
-    out = F.conv2d(
+    out = depthwise_conv2d(
         rearrange(x, "b c h w -> 1 (b c) h w"),
         rearrange(kernels, "b c kh kw -> (b c) 1 kh kw"),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=batch * channels,
+        stride,
+        padding,
+        dilation,
     )
     return rearrange(out, "1 (b c) h w -> b c h w", b=batch)
 
@@ -64,6 +68,230 @@ def _shifted(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int)
             term = window * kernels[:, :, i, j, None, None]
             out = term if out is None else out + term
     return out
+
+
+# Widest kernel for which oneDNN's depthwise weight gradient is fast on CPU; wider or dilated
+# kernels take a slow path there (10-30x a forward conv), see benchmarks/NOTES.md.
+_FAST_WIDTH = 3
+# Inputs smaller than this (elements) keep aten's backward: its slow path is still cheap
+# there and the fast path's extra calls cost more (measured crossovers, benchmarks/NOTES.md).
+# Strided convs with dilation 1 split into stride**2 phases and pay off only when larger.
+_MIN_NUMEL = 2**14
+_MIN_NUMEL_PHASES = 2**18
+
+
+def _convolution_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+    groups: int,
+    mask: tuple[bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """aten's depthwise conv backward for the gradients selected by ``mask`` (x, weight)."""
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0],
+        groups, [mask[0], mask[1], False],
+    )
+    return grad_x, grad_w
+
+
+def _dense_weight_grad(
+    x: torch.Tensor, grad: torch.Tensor, kh: int, kw: int, groups: int
+) -> torch.Tensor:
+    """Depthwise weight gradient at stride 1, dilation 1, no padding, in blocks at most
+    ``_FAST_WIDTH`` wide: x is B x G x (H + kh - 1) x (W + kw - 1), grad B x G x H x W."""
+    height, width = grad.shape[-2:]
+    x = x[..., : height + kh - 1, : width + kw - 1]
+    blocks = []
+    for start in range(0, kw, _FAST_WIDTH):
+        block = min(_FAST_WIDTH, kw - start)
+        window = x[..., start : start + width + block - 1].contiguous()
+        weight = grad.new_empty(groups, 1, kh, block)
+        mask = (False, True)
+        blocks.append(_convolution_backward(grad, window, weight, 1, 0, 1, groups, mask)[1])
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
+
+
+def _phases(t: torch.Tensor, step: int) -> torch.Tensor:
+    """B x G x (h * step) x (w * step) -> (step * step * B) x G x h x w, one phase per offset."""
+    return torch.cat([t[..., r::step, c::step] for r in range(step) for c in range(step)])
+
+
+def _dilated_weight_grad(
+    x: torch.Tensor, grad: torch.Tensor, k: int, dilation: int, groups: int
+) -> torch.Tensor:
+    """Stride-1 weight gradient with ``dilation``: x (padded) has H + dilation * (k - 1) rows.
+
+    The output positions split into dilation x dilation phases; in each phase the dilated
+    kernel touches a dense sub-grid of x, so all phases stacked on the batch make one
+    dense problem."""
+    if dilation == 1:
+        return _dense_weight_grad(x, grad, k, k, groups)
+    height, width = grad.shape[-2:]
+    rows, cols = -(-height // dilation), -(-width // dilation)
+    extra_h, extra_w = rows * dilation - height, cols * dilation - width
+    span = dilation * (k - 1)
+    x = F.pad(x[..., : height + span, : width + span], (0, extra_w, 0, extra_h))
+    grad = F.pad(grad, (0, extra_w, 0, extra_h))
+    return _dense_weight_grad(_phases(x, dilation), _phases(grad, dilation), k, k, groups)
+
+
+def _depthwise_weight_grad(
+    x: torch.Tensor, grad: torch.Tensor, k: int, stride: int, padding: int, dilation: int
+) -> torch.Tensor:
+    groups = x.shape[1]
+    if padding:
+        x = F.pad(x, (padding,) * 4)
+    if stride == 1:
+        return _dilated_weight_grad(x, grad, k, dilation, groups)
+    if dilation % stride == 0:  # every tap lands on the stride's sub-grid of x
+        return _dilated_weight_grad(x[..., ::stride, ::stride], grad, k, dilation // stride, groups)
+    if dilation == 1:  # taps i = r + stride * i' read the sub-grid starting at r
+        out = grad.new_empty(groups, 1, k, k)
+        for r in range(stride):
+            for c in range(stride):
+                sub = x[..., r::stride, c::stride]
+                kh, kw = len(range(r, k, stride)), len(range(c, k, stride))
+                out[..., r::stride, c::stride] = _dense_weight_grad(sub, grad, kh, kw, groups)
+        return out
+    weight = grad.new_empty(groups, 1, k, k)
+    return _convolution_backward(grad, x, weight, stride, 0, dilation, groups, (False, True))[1]
+
+
+def _depthwise_input_grad(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    groups, k = weight.shape[0], weight.shape[-1]
+    flipped = weight.flip(-2, -1)
+    if stride == 1:  # the transposed conv is a conv with the flipped kernel
+        return F.conv2d(grad, flipped, None, 1, dilation * (k - 1) - padding, dilation, groups)
+    height, width = x.shape[-2:]
+    if dilation % stride == 0:  # only the stride's sub-grid of x receives gradient
+        step = dilation // stride
+        sub = F.conv2d(grad, flipped, None, 1, step * (k - 1), step, groups)
+        full = grad.new_zeros(*x.shape[:2], height + 2 * padding, width + 2 * padding)
+        full[..., ::stride, ::stride][..., : sub.shape[-2], : sub.shape[-1]] = sub
+        return full[..., padding : padding + height, padding : padding + width]
+    mask = (True, False)
+    return _convolution_backward(grad, x, weight, stride, padding, dilation, groups, mask)[0]
+
+
+def _grad_edge(t: torch.Tensor) -> torch.Tensor:
+    """``t``, as a view when it is a leaf that requires grad: its ``grad_fn`` then tells
+    :func:`_needed` whether the running backward wants its gradient."""
+    return t.view_as(t) if t.is_leaf and t.requires_grad else t
+
+
+def _needed(node: torch.autograd.graph.Node | None, requires_grad: bool) -> bool:
+    """Whether the running backward uses the gradient flowing into ``node``: a custom
+    Function's ``needs_input_grad`` only says an input requires grad, and computing, say, a
+    weight gradient that ``torch.autograd.grad(loss, arch_params)`` then drops is waste."""
+    if not requires_grad:
+        return False
+    if node is None:
+        return True
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # private API: when unavailable, compute
+        return True
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    """``F.conv2d(x, weight, groups=C)`` whose backward avoids oneDNN's slow depthwise paths
+    (kernels wider than 3, dilation, stride) by reducing them to dense stride-1 problems
+    of width <= 3. The backward is made of differentiable ops, so double backward works."""
+
+    @staticmethod
+    def forward(
+        x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
+    ) -> torch.Tensor:
+        return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, ctx.stride, ctx.padding, ctx.dilation = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.nodes = (x.grad_fn, weight.grad_fn)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        needs = (
+            _needed(ctx.nodes[0], ctx.needs_input_grad[0]),
+            _needed(ctx.nodes[1], ctx.needs_input_grad[1]),
+        )
+        grad_x, grad_w = depthwise_conv2d_backward(
+            grad, x, weight, ctx.stride, ctx.padding, ctx.dilation, needs
+        )
+        return grad_x, grad_w, None, None, None
+
+
+def _fast_backward(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
+) -> bool:
+    """Whether :func:`depthwise_conv2d_backward` gains over aten's backward on CPU here:
+    kernels wider than 3 or dilated, on inputs large enough (measured crossovers)."""
+    k = weight.shape[-1]
+    return (
+        x.device.type == "cpu"
+        and (k > _FAST_WIDTH or dilation > 1)
+        and x.numel() >= (_MIN_NUMEL if dilation % stride == 0 else _MIN_NUMEL_PHASES)
+        and weight.shape[-2] == k
+        and weight.shape[0] == x.shape[1]
+        and padding <= dilation * (k - 1)
+    )
+
+
+def depthwise_conv2d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+    needs: tuple[bool, bool] = (True, True),
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients (x, weight) of a depthwise conv, those selected by ``needs``: the fast
+    paths where :func:`_fast_backward` says so, else aten's backward."""
+    if not _fast_backward(x, weight, stride, padding, dilation):
+        groups = x.shape[1]
+        return _convolution_backward(grad, x, weight, stride, padding, dilation, groups, needs)
+    grad_x = grad_w = None
+    if needs[0]:
+        grad_x = _depthwise_input_grad(grad, x, weight, stride, padding, dilation)
+    if needs[1]:
+        grad_w = _depthwise_weight_grad(x, grad, weight.shape[-1], stride, padding, dilation)
+    return grad_x, grad_w
+
+
+def depthwise_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> torch.Tensor:
+    """Depthwise conv, ``F.conv2d(x, weight, None, stride, padding, dilation, groups=C)``.
+
+    x is B x C x H x W and weight C x 1 x k x k. On CPU, while autograd records, kernels
+    wider than 3 or dilated take :class:`_DepthwiseConv2d` on inputs large enough to gain,
+    whose backward is several times faster than the default there; elsewhere (CUDA,
+    inference, small inputs, compiling, tracing) this is exactly ``F.conv2d``.
+    """
+    if (
+        torch.is_grad_enabled()
+        and (x.requires_grad or weight.requires_grad)
+        and _fast_backward(x, weight, stride, padding, dilation)
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+    ):
+        return _DepthwiseConv2d.apply(_grad_edge(x), _grad_edge(weight), stride, padding, dilation)
+    return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
 
 
 def dynamic_depthwise_conv2d(
@@ -186,11 +414,7 @@ class DynamicConv2d(nn.Module):
     def kernels(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample depthwise kernels ``D``: B x C x H x W -> B x C x k x k."""
         check_features(x, self.channels)
-        context = self.bottleneck(x).flatten(2)  # B x C/r x HW
-        weights = self.transform(x).flatten(2).softmax(dim=-1)  # B x k*k x HW
-        latent = torch.bmm(context, weights.transpose(1, 2))  # B x C/r x k*k
-        latent = rearrange(latent, "b c (kh kw) -> b c kh kw", kh=self.kernel_size)
-        return self.decode(latent)
+        return generate_kernels([self], x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels = self.kernels(x) + identity_kernel(self.kernel_size, x)
@@ -201,6 +425,48 @@ class DynamicConv2d(nn.Module):
             f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"dilation={self.dilation}, impl={self.impl!r}"
         )
+
+
+def generate_kernels(ops: Sequence[DynamicConv2d], x: torch.Tensor) -> list[torch.Tensor]:
+    """``[op.kernels(x) for op in ops]`` for dynamic convs sharing the input ``x``.
+
+    The 1x1 convs of Fig. 1 are batched matmuls on B x C x HW, the bottleneck convs of all
+    ``ops`` one matmul with their weights stacked, the kernel-transform convs another:
+    small 1x1 convs cost several times less this way on CPU. While autograd records, the
+    maps in between (softmax weights, contexts: B x (k*k + C/r) x HW per op, more than the
+    input itself for small C) are recomputed in backward instead of being kept
+    (``torch.utils.checkpoint``). Returns one B x C x k x k tensor per op.
+    """
+    weights = [w for op in ops for w in (op.bottleneck.weight, op.transform.weight)]
+    weights += [op.decode.weight for op in ops]
+    shapes = tuple((op.channels, op.kernel_size) for op in ops)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
+        return list(checkpoint(_generate, shapes, x, *weights, use_reentrant=False))
+    return list(_generate(shapes, x, *weights))
+
+
+def _generate(
+    shapes: tuple[tuple[int, int], ...], x: torch.Tensor, *weights: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """:func:`generate_kernels` from the weights: bottleneck and transform of each op, then
+    the decode weights; ``shapes`` holds (channels, kernel size) per op."""
+    batch, count = x.shape[0], len(shapes)
+    flat = x.flatten(2)  # B x C x HW
+
+    def conv1x1(stack: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        mats = [w.flatten(1) for w in stack]
+        stacked = torch.cat(mats) if len(mats) > 1 else mats[0]
+        return torch.bmm(stacked.expand(batch, -1, -1), flat).split([m.shape[0] for m in mats], 1)
+
+    contexts = conv1x1(weights[0 : 2 * count : 2])  # B x C/r x HW per op
+    logits = conv1x1(weights[1 : 2 * count : 2])  # B x k*k x HW per op
+    decodes = weights[2 * count :]  # C x C/r (x 1 x 1) per op
+    kernels = []
+    for (channels, k), context, logit, decode in zip(shapes, contexts, logits, decodes):
+        latent = torch.bmm(context, logit.softmax(dim=-1).transpose(1, 2))  # B x C/r x k*k
+        decode = decode.flatten(1).expand(batch, -1, -1)
+        kernels.append(torch.bmm(decode, latent).view(batch, channels, k, k))
+    return tuple(kernels)
 
 
 def _dynamic(kernel_size: int, dilation: int):

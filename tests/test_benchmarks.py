@@ -1,0 +1,81 @@
+"""The benchmark scripts run end to end in --smoke mode and write parseable reports.
+
+No timing is asserted: the scripts measure, the tests only check that they run and that
+their JSON carries the promised keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+META_KEYS = {"date", "git_sha", "torch", "cuda", "device", "device_name", "threads"}
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(name: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    _load(name).main(["--smoke", "--format", "json", "--out", str(out), *extra])
+    report = json.loads(out.read_text())
+    assert META_KEYS <= set(report["meta"])
+    assert report["rows"]
+    return report
+
+
+def test_ops_smoke(tmp_path: Path) -> None:
+    report = _report("ops", tmp_path, "--threads", "1")
+    names = {r["name"] for r in report["rows"]}
+    assert {"dynamic_conv_3x3", "spatial_attention", "sep_conv_3x3", "edge[nos]"} <= names
+    for row in report["rows"]:
+        assert {"params", "macs_per_sample", "fwd_ms", "fwd_p10_ms", "fwd_p90_ms"} <= set(row)
+        assert {"fwd_bwd_ms", "device", "dtype", "threads", "channels_last"} <= set(row)
+        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
+    dynamic = next(r for r in report["rows"] if r["name"] == "dynamic_conv_5x5")
+    assert dynamic["static"].startswith("nn.Conv2d") and dynamic["ratio_fwd_bwd_static"] > 0
+    assert report["rows"][0]["peak_memory_mb"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_ops_text_formats(tmp_path: Path, capsys: pytest.CaptureFixture, fmt: str) -> None:
+    out = tmp_path / f"ops.{fmt}"
+    args = ["--smoke", "--threads", "1", "--no-memory", "--ops", "dynamic_conv_3x3"]
+    _load("ops").main([*args, "--format", fmt, "--out", str(out)])
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    assert "dynamic_conv_3x3" in text
+    if fmt == "csv":
+        assert text.splitlines()[0].startswith("name,")
+
+
+def test_search_step_smoke(tmp_path: Path) -> None:
+    report = _report("search_step", tmp_path, "--threads", "1")
+    rows = {r["config"]: r for r in report["rows"]}
+    assert {"nos", "darts", "darts pc4"} <= set(rows)
+    for row in rows.values():
+        for step in ("weight", "arch_first", "arch_second"):
+            assert row[f"{step}_s"] > 0 and row[f"{step}_peak_rss_gb"] > 0
+            assert f"{step}_vs_darts" in row and f"{step}_cpu_s" in row
+        assert "arch_second_vs_weight" in row and row["projected_search_h"] > 0
+    assert rows["darts"]["weight_vs_darts"] == 1.0
+
+
+def test_table1_smoke(tmp_path: Path) -> None:
+    report = _report("table1", tmp_path)
+    base = report["rows"][0]
+    assert base["row"] == "ResNet-18" and base["paper_mmacs"] == 555.42
+    assert base["ours_macs"] == 555_422_720 and base["ours_params"] == 11_173_962
+    for row in report["rows"]:
+        assert {"paper_mparams", "ours_mparams", "diff_mmacs", "diff_mparams"} <= set(row)
