@@ -129,7 +129,8 @@ class MixedHeteroOp(nn.Module):
         generated = {}
         if self._generated:
             ops = [self.ops[i] for i in self._generated]
-            generated = dict(zip(self._generated, generate_kernels(ops, x)))
+            # the search keeps every edge's maps for backward: recompute them instead
+            generated = dict(zip(self._generated, generate_kernels(ops, x, recompute=True)))
         for i in self._active:
             op, family, weight = self.ops[i], self.families[i], weights[i]
             if family is Family.FEATURE:

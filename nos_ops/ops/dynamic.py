@@ -427,20 +427,23 @@ class DynamicConv2d(nn.Module):
         )
 
 
-def generate_kernels(ops: Sequence[DynamicConv2d], x: torch.Tensor) -> list[torch.Tensor]:
+def generate_kernels(
+    ops: Sequence[DynamicConv2d], x: torch.Tensor, recompute: bool = False
+) -> list[torch.Tensor]:
     """``[op.kernels(x) for op in ops]`` for dynamic convs sharing the input ``x``.
 
     The 1x1 convs of Fig. 1 are batched matmuls on B x C x HW, the bottleneck convs of all
     ``ops`` one matmul with their weights stacked, the kernel-transform convs another:
-    small 1x1 convs cost several times less this way on CPU. While autograd records, the
-    maps in between (softmax weights, contexts: B x (k*k + C/r) x HW per op, more than the
-    input itself for small C) are recomputed in backward instead of being kept
-    (``torch.utils.checkpoint``). Returns one B x C x k x k tensor per op.
+    small 1x1 convs cost several times less this way on CPU. With ``recompute`` (while
+    autograd records) the maps in between (softmax weights and contexts, B x (k*k + C/r) x
+    HW per op: more than x itself for small C) are recomputed in backward instead of being
+    kept (``torch.utils.checkpoint``): less memory for about a quarter more time. Returns
+    one B x C x k x k tensor per op.
     """
     weights = [w for op in ops for w in (op.bottleneck.weight, op.transform.weight)]
     weights += [op.decode.weight for op in ops]
     shapes = tuple((op.channels, op.kernel_size) for op in ops)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
+    if recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
         return list(checkpoint(_generate, shapes, x, *weights, use_reentrant=False))
     return list(_generate(shapes, x, *weights))
 
