@@ -7,6 +7,7 @@ folder first on ``sys.path``).
 from __future__ import annotations
 
 import csv
+import ctypes
 import datetime
 import io
 import json
@@ -87,6 +88,19 @@ def metadata(device: torch.device, **extra: Any) -> dict[str, Any]:
         "load_average_start": load_average(),
         **extra,
     }
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse (``mallopt``: no mmap for large
+    blocks, no trimming), as jemalloc or tcmalloc would. Without it every large tensor of a
+    microbenchmark loop is a fresh mmap whose first touch page-faults; on these VMs that is
+    most of the time of small ops. Returns False where glibc is not the allocator."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_threshold, trim_threshold = -3, -1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        return bool(libc.mallopt(mmap_threshold, 1 << 30) and libc.mallopt(trim_threshold, 1 << 31))
+    except (OSError, AttributeError):
+        return False
 
 
 def quantiles(times: Sequence[float]) -> dict[str, float]:

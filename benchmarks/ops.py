@@ -38,6 +38,7 @@ from _common import (  # noqa: E402
     FORMATS,
     emit,
     interleaved_latency,
+    keep_freed_memory,
     load_average,
     metadata,
     render,
@@ -315,6 +316,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory (no page faults per call), see _common.keep_freed_memory",
+    )
     p.add_argument("--format", choices=FORMATS, default="md")
     p.add_argument("--out", default=None, help="also write the report to this file")
     p.add_argument(
@@ -333,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--device cuda: CUDA is not available on this machine")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     chosen = subjects()
     if args.ops:
         wanted = set(args.ops.split(","))
@@ -346,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         batch=args.batch,
         amp=args.amp,
         channels_last=args.channels_last,
+        keep_freed_memory=kept,
         warmup=args.warmup,
         repeats=args.repeats,
         smoke=args.smoke,
@@ -369,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dtype = "float32" if args.amp == "none" else f"autocast {args.amp}"
     title = (
         f"Ops and layers: {meta['device_name']}, {dtype}, {meta['threads']} threads, "
-        f"channels_last={args.channels_last}, batch {args.batch}"
+        f"channels_last={args.channels_last}, batch {args.batch}, keep_freed_memory={kept}"
     )
     text = render(
         args.format,
