@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,36 @@ def load_average() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
+
+
+def cpu_busy(interval: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over ``interval`` seconds (/proc/stat), None if unknown.
+    Sampled while this process idles, so it is the load of other work."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_idle(max_wait_s: float, threshold: float = 0.2) -> float | None:
+    """Wait (up to ``max_wait_s``) until other work keeps at most ``threshold`` of the CPUs
+    busy: two-thread torch runs 10-60x slower when another process takes a core. Returns
+    the last busy fraction seen (recorded with the measurement)."""
+    deadline = time.monotonic() + max_wait_s
+    busy = cpu_busy()
+    while busy is not None and busy > threshold and time.monotonic() < deadline:
+        time.sleep(5.0)
+        busy = cpu_busy()
+    return busy
 
 
 def metadata(device: torch.device, **extra: Any) -> dict[str, Any]:
@@ -186,10 +217,32 @@ def render(
     return "\n".join(parts) + "\n"
 
 
-def emit(text: str, out: str | None) -> None:
-    """Print ``text``, and write it to ``out`` when given."""
+def _write(text: str, out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def publish(
+    args: Any,
+    title: str,
+    meta: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    shown: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    notes: Sequence[str] = (),
+) -> None:
+    """Print the report in ``args.format`` (markdown from the ``shown`` rows, JSON and CSV
+    from the raw ``rows``), write it to ``args.out``, and the markdown to ``args.md_out``."""
+    text = render(args.format, title, meta, shown if args.format == "md" else rows, columns, notes)
     print(text, end="")
-    if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    if args.out:
+        _write(text, args.out)
+    if args.md_out:
+        _write(render("md", title, meta, shown, columns, notes), args.md_out)
+
+
+def add_output_args(parser: Any) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="md")
+    parser.add_argument("--out", default=None, help="also write the report to this file")
+    parser.add_argument("--md-out", default=None, help="also write the markdown table here")

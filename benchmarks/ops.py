@@ -35,13 +35,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    FORMATS,
-    emit,
+    add_output_args,
     interleaved_latency,
     keep_freed_memory,
     load_average,
     metadata,
-    render,
+    publish,
+    wait_idle,
 )
 
 from nos_ops import (  # noqa: E402
@@ -317,12 +317,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument(
+        "--idle-wait",
+        type=float,
+        default=0.0,
+        help="before each row, wait up to this many seconds for other work to leave the CPUs",
+    )
+    p.add_argument(
         "--keep-freed-memory",
         action="store_true",
         help="glibc keeps freed memory (no page faults per call), see _common.keep_freed_memory",
     )
-    p.add_argument("--format", choices=FORMATS, default="md")
-    p.add_argument("--out", default=None, help="also write the report to this file")
+    add_output_args(p)
     p.add_argument(
         "--smoke", action="store_true", help="tiny shapes, one repeat, memory of row 1 (tests)"
     )
@@ -363,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for subject in chosen:
             # the profiler pass is the slow part of a smoke run: once is enough to test it
             skip_memory = args.no_memory or (args.smoke and bool(rows))
+            busy = wait_idle(args.idle_wait) if args.idle_wait > 0 else None
             rows.append(measure(subject, channels, size, args, device, skip_memory))
+            rows[-1]["cpu_busy_before"] = busy
     meta["load_average_end"] = load_average()
     report = {"meta": meta, "rows": rows}
     notes = [
@@ -379,15 +386,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"Ops and layers: {meta['device_name']}, {dtype}, {meta['threads']} threads, "
         f"channels_last={args.channels_last}, batch {args.batch}, keep_freed_memory={kept}"
     )
-    text = render(
-        args.format,
-        title,
-        meta,
-        rows if args.format != "md" else [_display(r) for r in rows],
-        COLUMNS,
-        notes,
-    )
-    emit(text, args.out)
+    publish(args, title, meta, rows, [_display(r) for r in rows], COLUMNS, notes)
     return report
 
 

@@ -35,7 +35,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import FORMATS, emit, load_average, metadata, quantiles, render  # noqa: E402
+from _common import (  # noqa: E402
+    add_output_args,
+    load_average,
+    metadata,
+    publish,
+    quantiles,
+    wait_idle,
+)
 
 from nos_ops import SearchNetwork  # noqa: E402
 from nos_ops.search import Architect, weight_step  # noqa: E402
@@ -135,8 +142,10 @@ def run_step(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def measure(config: dict[str, Any], isolate: bool) -> dict[str, Any]:
-    """``run_step(config)`` in a fresh interpreter (``isolate``) or in this one."""
+def measure(config: dict[str, Any], isolate: bool, idle_wait_s: float) -> dict[str, Any]:
+    """``run_step(config)`` in a fresh interpreter (``isolate``) or in this one, after
+    waiting up to ``idle_wait_s`` for other work to leave the CPUs."""
+    busy = wait_idle(idle_wait_s) if idle_wait_s > 0 else None
     load = load_average()
     if not isolate:
         result = run_step(config)
@@ -150,6 +159,7 @@ def measure(config: dict[str, Any], isolate: bool) -> dict[str, Any]:
             raise RuntimeError(f"child for {config} failed:\n{proc.stderr[-4000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["load_average"] = load
+    result["cpu_busy_before"] = busy
     return result
 
 
@@ -166,8 +176,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-isolate", action="store_true", help="no subprocess per step")
-    p.add_argument("--format", choices=FORMATS, default="md")
-    p.add_argument("--out", default=None)
+    p.add_argument(
+        "--idle-wait",
+        type=float,
+        default=0.0,
+        help="before each step, wait up to this many seconds for other work to leave the CPUs",
+    )
+    add_output_args(p)
     p.add_argument(
         "--smoke", action="store_true", help="a tiny network, three configs, one step, in-process"
     )
@@ -211,7 +226,7 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "warmup": args.warmup,
                     "repeats": args.repeats,
                 }
-                result = measure(config, isolate=not args.no_isolate)
+                result = measure(config, not args.no_isolate, args.idle_wait)
                 row[f"{step}_s"] = result["wall_s"]["median"]
                 row[f"{step}_p10_s"] = result["wall_s"]["p10"]
                 row[f"{step}_p90_s"] = result["wall_s"]["p90"]
@@ -221,6 +236,7 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if "peak_cuda_bytes" in result:
                     row[f"{step}_peak_cuda_gb"] = result["peak_cuda_bytes"] / GB
                 row[f"{step}_load_average"] = result["load_average"]
+                row[f"{step}_cpu_busy_before"] = result["cpu_busy_before"]
                 row["threads"] = result["threads"]
             rows.append(row)
     _derive(rows, steps)
@@ -325,8 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"25-epoch search: {EPOCHS} epochs x ceil({SEARCH_TRAIN} / batch) steps x "
         "(weight step + second-order arch step) at the measured times.",
     ]
-    emit(render(args.format, title, meta, rows if args.format != "md" else shown, columns, notes),
-         args.out)
+    publish(args, title, meta, rows, shown, columns, notes)
     return {"meta": meta, "rows": rows}
 
 

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import FORMATS, emit, metadata, render  # noqa: E402
+from _common import add_output_args, metadata, publish  # noqa: E402
 
 from nos_ops.models.resnet import add_self_calibration, resnet18_cifar  # noqa: E402
 from nos_ops.profile import count_macs, count_params  # noqa: E402
@@ -89,8 +89,7 @@ COLUMNS = (
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--format", choices=FORMATS, default="md")
-    p.add_argument("--out", default=None)
+    add_output_args(p)
     p.add_argument("--smoke", action="store_true", help="the baseline and one + row (tests)")
     return p.parse_args(argv)
 
@@ -115,9 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "ours: count_macs (FlopCounterMode / 2: convolutions and matmuls; element-wise ops, "
         "softmax, pooling and normalisation count zero) and count_params, one 32 x 32 image.",
     ]
-    title = "Table 1 cost columns: paper vs ours"
-    text = render(args.format, title, meta, shown if args.format == "md" else table, COLUMNS, notes)
-    emit(text, args.out)
+    publish(args, "Table 1 cost columns: paper vs ours", meta, table, shown, COLUMNS, notes)
     return {"meta": meta, "rows": table}
 
 

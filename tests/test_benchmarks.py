@@ -27,11 +27,13 @@ def _load(name: str) -> ModuleType:
 
 
 def _report(name: str, tmp_path: Path, *extra: str) -> dict:
-    out = tmp_path / f"{name}.json"
-    _load(name).main(["--smoke", "--format", "json", "--out", str(out), *extra])
+    out, md = tmp_path / f"{name}.json", tmp_path / f"{name}.md"
+    outputs = ["--format", "json", "--out", str(out), "--md-out", str(md)]
+    _load(name).main(["--smoke", *outputs, *extra])
     report = json.loads(out.read_text())
     assert META_KEYS <= set(report["meta"])
     assert report["rows"]
+    assert md.read_text().startswith("## ")
     return report
 
 
