@@ -330,6 +330,22 @@ class _Meter:
         }
 
 
+def _batches(
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    channels_last: bool,
+    desc: str,
+    progress: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches on ``device`` (NHWC when ``channels_last``), with progress."""
+    total = len(loader) if hasattr(loader, "__len__") else None
+    for x, y in _progress(loader, total, desc, progress):
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, y.to(device, non_blocking=True)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -357,12 +373,7 @@ def train_one_epoch(
     device = _device_of(model)
     model.train()
     meter = _Meter(device)
-    total = len(loader) if hasattr(loader, "__len__") else None
-    for x, y in _progress(loader, total, desc, progress):
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x, y in _batches(loader, device, channels_last, desc, progress):
         with _autocast(device, amp):
             logits, aux_logits = _split_outputs(model(x))
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
@@ -407,12 +418,7 @@ def evaluate(
     device = _device_of(model)
     model.eval()
     meter = _Meter(device)
-    total = len(loader) if hasattr(loader, "__len__") else None
-    for x, y in _progress(loader, total, desc, progress):
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x, y in _batches(loader, device, channels_last, desc, progress):
         with _autocast(device, amp):
             logits, _ = _split_outputs(model(x))
             loss = F.cross_entropy(logits.float(), y)
