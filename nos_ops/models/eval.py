@@ -18,45 +18,43 @@ from .search import reduction_layers
 __all__ = ["NetworkCIFAR", "NetworkImageNet", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet"]
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
+class _AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier: ReLU, 5x5 average pool, 1x1 conv to 128, 2x2 conv to
+    768, linear; it expects the features after the second reduction cell."""
+
+    def __init__(
+        self, channels: int, num_classes: int, pool_stride: int, final_norm: bool
+    ) -> None:
+        super().__init__()
+        layers = [
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+        ]
+        layers += [nn.BatchNorm2d(768)] if final_norm else []
+        self.features = nn.Sequential(*layers, nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadCIFAR(_AuxiliaryHead):
     """Auxiliary classifier on the 8x8 features after the second reduction (DARTS)."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
-            nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        super().__init__(channels, num_classes, pool_stride=3, final_norm=True)
 
 
-class AuxiliaryHeadImageNet(nn.Module):
-    """Auxiliary classifier on the 14x14 features after the second reduction (DARTS)."""
+class AuxiliaryHeadImageNet(_AuxiliaryHead):
+    """Auxiliary classifier on the 14x14 features after the second reduction (DARTS; no BN
+    after the 2x2 conv, as in DARTS's code)."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
-            nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        super().__init__(channels, num_classes, pool_stride=2, final_norm=False)
 
 
 class _Network(nn.Module):
