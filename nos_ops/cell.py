@@ -14,9 +14,25 @@ from torch import nn
 from .block import HeterogeneousResidualBlock, SearchResidualBlock
 from .genotype import CellGene
 from .ops.feature import FactorizedReduce, ReLUConvBN
+from .ops.helpers import check_bool, check_positive, check_probability
 from .space import SearchSpace, get_space
 
 __all__ = ["SearchCell", "Cell"]
+
+
+def _check_cell_args(
+    prev_prev: int, prev: int, channels: int, reduction: bool, reduction_prev: bool
+) -> None:
+    check_positive("prev_prev", prev_prev)
+    check_positive("prev", prev)
+    check_positive("channels", channels)
+    check_bool("reduction", reduction)
+    check_bool("reduction_prev", reduction_prev)
+    if reduction_prev and channels % 2:
+        raise ValueError(
+            f"channels={channels} is not valid after a reduction cell (reduction_prev=True); "
+            "expected an even number (FactorizedReduce concatenates two halves)"
+        )
 
 
 def _preprocess(
@@ -52,6 +68,7 @@ class SearchCell(nn.Module):
         partial_channels: int = 1,
     ) -> None:
         super().__init__()
+        _check_cell_args(prev_prev, prev, channels, reduction, reduction_prev)
         self.space = get_space(space)
         self.reduction = reduction
         self.preprocess0, self.preprocess1 = _preprocess(
@@ -98,6 +115,9 @@ class Cell(nn.Module):
         reduction_prev: bool,
     ) -> None:
         super().__init__()
+        if not isinstance(gene, CellGene):
+            raise TypeError(f"gene={gene!r} is not valid; expected a CellGene")
+        _check_cell_args(prev_prev, prev, channels, reduction, reduction_prev)
         self.reduction = reduction
         self.concat = gene.concat
         self.preprocess0, self.preprocess1 = _preprocess(
@@ -109,6 +129,8 @@ class Cell(nn.Module):
         self.out_channels = channels * len(gene.concat)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        if not (isinstance(drop_prob, (float, int)) and 0.0 <= drop_prob < 1.0):
+            check_probability("drop_prob", drop_prob)  # 1.0 would zero samples, divide by 0
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for block in self.blocks:
             states.append(block(states, drop_prob))

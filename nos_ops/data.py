@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .ops.helpers import check_bool, check_int, check_positive, check_probability
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -58,6 +60,14 @@ class ImageSet:
     name: str
 
     def __post_init__(self) -> None:
+        for field in ("images", "labels"):
+            if not isinstance(getattr(self, field), torch.Tensor):
+                raise TypeError(
+                    f"{field} is a {type(getattr(self, field)).__name__}; expected a torch "
+                    "tensor (torch.from_numpy(array) converts a numpy array)"
+                )
+        if not isinstance(self.name, str):
+            raise TypeError(f"name={self.name!r} is not valid; expected a string")
         if self.images.dim() != 4 or self.images.dtype != torch.uint8:
             raise ValueError(
                 f"images must be a uint8 tensor N x C x H x W, got {self.images.dtype} "
@@ -68,7 +78,9 @@ class ImageSet:
                 f"labels must be an int64 tensor of shape ({self.images.shape[0]},), got "
                 f"{self.labels.dtype} of shape {tuple(self.labels.shape)}"
             )
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or (
+            self.num_classes < 1
+        ):
             raise ValueError(f"num_classes={self.num_classes!r} is not valid; expected an int >= 1")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
             raise ValueError(
@@ -211,6 +223,7 @@ def load_cifar(root: str | Path, train: bool = True) -> ImageSet:
     """
     import numpy as np
 
+    check_bool("train", train)
     folder, fmt = _find_cifar(Path(root))
     names = fmt.train if train else fmt.test
     missing = [n for n in names if not (folder / n).is_file()]
@@ -235,8 +248,8 @@ def load_digits(image_size: int = 32, seed: int = 0) -> tuple[ImageSet, ImageSet
     Grey levels 0..16 are scaled to 0..255, resized bilinearly to ``image_size`` and
     replicated into 3 channels. The split is a permutation drawn from ``seed``: deterministic.
     """
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size={image_size!r} is not valid; expected an int >= 1")
+    check_positive("image_size", image_size)
+    check_int("seed", seed)
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:
@@ -265,6 +278,8 @@ def split_for_search(
     The weight set holds ``round(fraction * N)`` images (25K of CIFAR-10's 50K by default),
     the architecture set the rest; the two are disjoint.
     """
+    check_probability("fraction", fraction)
+    check_int("seed", seed)
     n_weight = round(fraction * len(dataset))
     if not 0.0 < fraction < 1.0 or not 0 < n_weight < len(dataset):
         raise ValueError(
@@ -279,6 +294,9 @@ def channel_stats(
     dataset: ImageSet, chunk: int = 4096
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) of the images scaled to [0, 1], as the CIFAR constants are."""
+    check_positive("chunk", chunk)
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {dataset.name!r} is empty; no statistics to compute")
     channels = dataset.images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros(channels, dtype=torch.float64)
@@ -296,6 +314,8 @@ def channel_stats(
 
 
 def _check_batch(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x is a {type(x).__name__}; expected a tensor B x C x H x W")
     if x.dim() != 4:
         raise ValueError(f"x must be a 4-d batch B x C x H x W, got shape {tuple(x.shape)}")
 
@@ -316,7 +336,7 @@ def random_crop(
     One gather for the whole batch; ``padding=0`` returns the images unchanged.
     """
     _check_batch(x)
-    if not isinstance(padding, int) or padding < 0:
+    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
         raise ValueError(f"padding={padding!r} is not valid; expected an int >= 0")
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding)).flatten(2)
@@ -333,6 +353,7 @@ def random_flip(
 ) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``: B x C x H x W."""
     _check_batch(x)
+    check_probability("p", p, include_one=True)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p={p!r} is not valid; expected a probability in [0, 1]")
     source = generator.device if generator is not None else x.device
@@ -350,7 +371,7 @@ def cutout(
     the reference code for even lengths). B x C x H x W in, same out.
     """
     _check_batch(x)
-    if not isinstance(length, int) or length < 0:
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise ValueError(f"length={length!r} is not valid; expected an int >= 0")
     b, _, h, w = x.shape
     top = _randint(h, b, generator, x.device) - length // 2
@@ -396,11 +417,17 @@ class Augment:
         flip: bool = True,
         cutout_length: int = 0,
     ) -> None:
-        if not isinstance(crop_padding, int) or crop_padding < 0:
+        check_bool("flip", flip)
+        if not isinstance(crop_padding, int) or isinstance(crop_padding, bool) or crop_padding < 0:
             raise ValueError(f"crop_padding={crop_padding!r} is not valid; expected an int >= 0")
-        if not isinstance(cutout_length, int) or cutout_length < 0:
+        if not isinstance(cutout_length, int) or isinstance(cutout_length, bool) or (
+            cutout_length < 0
+        ):
             raise ValueError(f"cutout_length={cutout_length!r} is not valid; expected an int >= 0")
-        if len(mean) != len(std) or min(std) <= 0:
+        numbers = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*mean, *std)
+        )
+        if not numbers or not mean or len(mean) != len(std) or min(std) <= 0:
             raise ValueError(
                 f"mean={tuple(mean)} and std={tuple(std)} are not valid; expected one mean and "
                 "one positive std per channel"
@@ -457,11 +484,21 @@ class TensorLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if not isinstance(dataset, ImageSet):
+            raise TypeError(
+                f"dataset is a {type(dataset).__name__}; expected an ImageSet (images N x C x "
+                "H x W uint8, labels N int64)"
+            )
         if len(dataset) == 0:
             raise ValueError(f"dataset {dataset.name!r} is empty; expected at least one image")
         for name, value in (("batch_size", batch_size), ("world_size", world_size)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
+        check_bool("shuffle", shuffle)
+        check_bool("drop_last", drop_last)
+        check_int("seed", seed)
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment={augment!r} is not callable; expected e.g. an Augment")
         if not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(
                 f"rank={rank!r} is not valid; expected an int in [0, {world_size - 1}]"
@@ -476,6 +513,13 @@ class TensorLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        if drop_last and self.num_samples < batch_size:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {self.num_samples} images "
+                f"{'each rank sees' if world_size > 1 else 'of'} dataset {dataset.name!r}: with "
+                "drop_last=True an epoch would have no batch; use a smaller batch_size or "
+                "drop_last=False"
+            )
 
     @property
     def num_samples(self) -> int:

@@ -47,24 +47,49 @@ class BlockGene:
     tier2: str | None = None
 
     def validate(self, node: int) -> None:
-        """Raise ``ValueError`` unless this gene is a valid block for ``node``."""
-        if not self.edges:
-            raise ValueError(f"block for node {node} has no edges")
-        for name, source in self.edges:
-            get_op(name)
-            if not isinstance(source, int) or not 0 <= source < node:
+        """Raise ``ValueError`` unless this gene is a valid block for ``node``.
+
+        Edges are ``(op, source)`` pairs: ``op`` a registered name other than ``none`` (which
+        a derived cell never holds), ``source`` an int (not a bool or float) in
+        [0, node - 1]; at least one edge is a feature op; ``tier2`` is None or an op name.
+        """
+        if not isinstance(self.edges, (tuple, list)) or not self.edges:
+            raise ValueError(f"block for node {node} has no edges (got {self.edges!r})")
+        for edge in self.edges:
+            if not isinstance(edge, (tuple, list)) or len(edge) != 2:
+                raise ValueError(
+                    f"edge {edge!r} into node {node} is not an (op, source) pair"
+                )
+            name, source = edge
+            _check_op_name(name, f"edge ({name!r}, {source!r}) into node {node}")
+            if not _is_int(source) or not 0 <= source < node:
                 raise ValueError(
                     f"edge ({name!r}, {source!r}) into node {node}: source must be an int "
                     f"in [0, {node - 1}]"
+                    + (f", not a {type(source).__name__}" if not _is_int(source) else "")
                 )
-        if not any(
-            get_op(name).family is Family.FEATURE and name != "none" for name, _ in self.edges
-        ):
+        if not any(get_op(name).family is Family.FEATURE for name, _ in self.edges):
             raise ValueError(
                 f"block for node {node} needs at least one feature op, got {self.edges}"
             )
         if self.tier2 is not None:
-            get_op(self.tier2)
+            _check_op_name(self.tier2, f"tier2 of the block for node {node}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_op_name(name: object, where: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a registered op a derived cell may hold."""
+    if not isinstance(name, str):
+        raise ValueError(f"{where}: op name={name!r} is not valid; expected a string")
+    if name == "none":
+        raise ValueError(f"{where}: op 'none' is not valid in a derived cell; drop the edge")
+    try:
+        get_op(name)
+    except KeyError as err:
+        raise ValueError(f"{where}: {err.args[0]}") from None
 
 
 @dataclass(frozen=True)
@@ -75,11 +100,24 @@ class CellGene:
     concat: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.blocks, (tuple, list)) or not self.blocks:
+            raise ValueError(
+                f"blocks={self.blocks!r} is not valid; a cell needs at least one block"
+            )
         for i, block in enumerate(self.blocks):
+            if not isinstance(block, BlockGene):
+                raise ValueError(f"block {i} is a {type(block).__name__}; expected a BlockGene")
             block.validate(i + 2)
         last = len(self.blocks) + 1
-        if not self.concat or any(not 2 <= n <= last for n in self.concat):
-            raise ValueError(f"concat={self.concat} must name inner nodes in [2, {last}]")
+        concat = self.concat
+        if (
+            not isinstance(concat, (tuple, list))
+            or not concat
+            or any(not _is_int(n) or not 2 <= n <= last for n in concat)
+        ):
+            raise ValueError(f"concat={concat} must name inner nodes in [2, {last}] (ints)")
+        if len(set(concat)) != len(concat):
+            raise ValueError(f"concat={concat} is not valid; it names a node twice")
 
     @property
     def ops(self) -> list[str]:
@@ -96,6 +134,13 @@ class Genotype:
 
     normal: CellGene
     reduce: CellGene
+
+    def __post_init__(self) -> None:
+        for name in ("normal", "reduce"):
+            if not isinstance(getattr(self, name), CellGene):
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not valid; expected a CellGene"
+                )
 
     def to_dict(self) -> dict:
         def cell(c: CellGene) -> dict:
@@ -125,10 +170,15 @@ class Genotype:
                 f"genotype version={data.get('version')!r} is not supported; "
                 f"expected {SCHEMA_VERSION}"
             )
-        try:
-            return cls(_cell_from_dict(data["normal"]), _cell_from_dict(data["reduce"]))
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"malformed genotype: {err!r}") from None
+        cells = []
+        for key in ("normal", "reduce"):
+            if key not in data:
+                raise ValueError(f"malformed genotype: the {key!r} cell is missing")
+            try:
+                cells.append(_cell_from_dict(data[key]))
+            except ValueError as err:
+                raise ValueError(f"{key} cell: {err}") from None
+        return cls(*cells)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically (temporary file, then rename)."""
@@ -139,23 +189,51 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Genotype:
+        """Read a genotype JSON file; every ``ValueError`` names the file."""
+        raw = Path(path).read_bytes()  # FileNotFoundError / IsADirectoryError name the path
+        if raw[:2] == b"PK" or raw[:1] == b"\x80":
+            raise ValueError(
+                f"{path} is not a genotype JSON file: it looks like a torch checkpoint "
+                "(zip or pickle); pass the genotype.json of a search, or load the checkpoint "
+                "with torch.load and read its genotype"
+            )
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{path} is not a genotype JSON file: it holds binary (non UTF-8) data"
+            ) from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def _cell_from_dict(data: dict) -> CellGene:
-    for block in data["blocks"]:
+    """A :class:`CellGene` from its JSON form; sources and concat entries are taken as they
+    are (2.9 or true are errors, not 2 or 1)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"malformed genotype: a cell is a dict, got {type(data).__name__}")
+    for key in ("blocks", "concat"):
+        if key not in data:
+            raise ValueError(f"malformed genotype: the cell has no {key!r}")
+        if not isinstance(data[key], list):
+            raise ValueError(
+                f"malformed genotype: {key!r} is a {type(data[key]).__name__}; expected a list"
+            )
+    blocks = []
+    for i, block in enumerate(data["blocks"]):
+        if not isinstance(block, dict) or "edges" not in block:
+            raise ValueError(f"malformed genotype: block {i} is not a dict with 'edges'")
+        if not isinstance(block["edges"], list):
+            raise ValueError(f"malformed genotype: the edges of block {i} are not a list")
         for edge in block["edges"]:
             if not isinstance(edge, (list, tuple)) or len(edge) != 2:
                 raise ValueError(f"malformed genotype: edge {edge!r} is not an [op, source] pair")
-    blocks = tuple(
-        BlockGene(tuple((str(n), int(s)) for n, s in b["edges"]), b.get("tier2"))
-        for b in data["blocks"]
-    )
-    return CellGene(blocks, tuple(int(n) for n in data["concat"]))
+        blocks.append(BlockGene(tuple(tuple(e) for e in block["edges"]), block.get("tier2")))
+    return CellGene(tuple(blocks), tuple(data["concat"]))
 
 
 def from_darts(
@@ -170,7 +248,7 @@ def from_darts(
     def cell(pairs: Sequence[tuple[str, int]], concat: Sequence[int]) -> CellGene:
         if len(pairs) % 2:
             raise ValueError(f"a DARTS cell lists two (op, input) pairs per node, got {len(pairs)}")
-        edges = [(_DARTS_NAMES.get(n, n), int(s)) for n, s in pairs]
+        edges = [(_DARTS_NAMES.get(n, n), s) for n, s in pairs]
         blocks = tuple(BlockGene(tuple(edges[i : i + 2])) for i in range(0, len(edges), 2))
         return CellGene(blocks, tuple(concat))
 
@@ -193,13 +271,19 @@ def derive_cell(
     inputs of each node and multiply the tier-1 strengths, as in PC-DARTS.
     """
     space = get_space(space)
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"weights must be a tensor, got {type(weights).__name__}")
     if weights.shape != (space.num_edges, space.num_ops):
         raise ValueError(
             f"weights has shape {tuple(weights.shape)}; expected "
             f"({space.num_edges}, {space.num_ops}) for space {space.name!r}"
         )
+    _check_finite_weights("weights", weights)
     probs = weights.detach().float().softmax(dim=-1).cpu()
     if edge_weights is not None:
+        if not isinstance(edge_weights, torch.Tensor):
+            raise TypeError(f"edge_weights must be a tensor, got {type(edge_weights).__name__}")
+        _check_finite_weights("edge_weights", edge_weights)
         if edge_weights.shape != (space.tier1_edges,):
             raise ValueError(
                 f"edge_weights has shape {tuple(edge_weights.shape)}; expected "
@@ -239,6 +323,16 @@ def derive_cell(
         blocks.append(BlockGene(edges, tier2))
         offset += num_inputs
     return CellGene(tuple(blocks), tuple(range(2, 2 + space.steps)))
+
+
+def _check_finite_weights(name: str, weights: torch.Tensor) -> None:
+    bad = int((~torch.isfinite(weights.detach())).sum())
+    if bad:
+        raise ValueError(
+            f"{name} holds {bad} non-finite values (NaN or inf): the architecture weights "
+            "diverged, so no genotype can be derived from them; lower the architecture "
+            "learning rate or resume from an earlier checkpoint"
+        )
 
 
 def derive(
@@ -282,6 +376,11 @@ def get_genotype(genotype: str | os.PathLike | Genotype) -> Genotype:
     """A named genotype (``DARTS_V2``...), a JSON file path, or ``genotype`` itself."""
     if isinstance(genotype, Genotype):
         return genotype
+    if not isinstance(genotype, (str, os.PathLike)):
+        raise TypeError(
+            f"genotype={genotype!r} is not valid; expected a Genotype, a name such as "
+            f"'DARTS_V2' or the path of a genotype JSON file"
+        )
     if str(genotype) in GENOTYPES:
         return GENOTYPES[str(genotype)]
     if Path(genotype).is_file():

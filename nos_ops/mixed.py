@@ -3,6 +3,10 @@
 All candidate ops of the edge share one softmax over the edge's architecture weights;
 the edge returns a :class:`~nos_ops.hetero.HeteroOutput` whose features, attention and
 kernels are the weighted sums of what the ops of each family produce.
+
+Ops are known by their family and the capabilities they declare (``is_zero``,
+``shares_relu``, ``batched_kernels``; see :mod:`nos_ops.ops.registry`), never by their class,
+so a registered op that declares a capability takes the same fused path as the built-ins.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from torch import nn
 
 from .hetero import HeteroOutput, NodeSums, kernel_extent
 from .ops.dynamic import DynamicConv2d, generate_kernels, spread_kernels
-from .ops.feature import DilConv, SepConv, Zero
-from .ops.registry import Family, create_op
+from .ops.helpers import check_bool, check_features, check_positive
+from .ops.registry import Family, create_op, declares
 from .space import SearchSpace, get_space
 
 __all__ = ["MixedHeteroOp", "channel_shuffle"]
@@ -59,6 +63,11 @@ class MixedHeteroOp(nn.Module):
         partial_channels: int = 1,
     ) -> None:
         super().__init__()
+        check_positive("channels", channels)
+        check_positive("stride", stride)
+        check_bool("residual", residual)
+        check_bool("affine", affine)
+        check_positive("partial_channels", partial_channels)
         self.space = get_space(space)
         if residual and stride != 1:
             raise ValueError(f"stride={stride} is not valid with residual=True; expected 1")
@@ -67,6 +76,7 @@ class MixedHeteroOp(nn.Module):
                 f"partial_channels={partial_channels} is not valid; expected a divisor of "
                 f"channels={channels}"
             )
+        self.channels = channels
         self.residual = residual
         self.stride = stride
         self.partial_channels = partial_channels
@@ -74,21 +84,24 @@ class MixedHeteroOp(nn.Module):
         self.ops = nn.ModuleList(create_op(n, active, stride, affine) for n in self.space.ops)
         self.families = tuple(self.space.family(n) for n in self.space.ops)
         self._active = tuple(
-            i for i, op in enumerate(self.ops) if not isinstance(op, Zero)
+            i for i, op in enumerate(self.ops) if not declares(op, "is_zero")
         )  # "none" contributes zeros: skipped, its weight still counts in the softmax
         families = tuple(enumerate(self.families))
         self._calibration = tuple(i for i, f in families if f is not Family.FEATURE)
         extents = [kernel_extent(self.ops[i]) for i, f in families if f is Family.DYNAMIC]
         self.kernel_size = max(extents, default=0)
         # DARTS's four convs start with a ReLU: ops sharing an input share it (time, memory)
-        self._after_relu = tuple(type(op) in (SepConv, DilConv) for op in self.ops)
+        self._after_relu = tuple(
+            f is Family.FEATURE and declares(op, "shares_relu")
+            for op, f in zip(self.ops, self.families)
+        )
         # DynamicConv2d ops generate their kernels together (one matmul reads x once)
         self._generated = tuple(
             i for i in self._active if type(self.ops[i]) is DynamicConv2d
         )
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
-        self._check(weights)
+        self._check(x, weights)
         if self.partial_channels > 1:
             selected = x.shape[1] // self.partial_channels
             return self._partial(self._mix(x[:, :selected], weights), x[:, selected:])
@@ -105,14 +118,20 @@ class MixedHeteroOp(nn.Module):
     ) -> None:
         """Add ``forward(x, weights)``, times ``scale`` if given, to ``sums`` in place: the
         block's path, which never materialises the edge's own output."""
-        self._check(weights)
+        self._check(x, weights)
         if self.partial_channels > 1:
             out = self.forward(x, weights)
             sums.add(out if scale is None else out.scale(scale))
         else:
             self._mix_into(sums, x, weights if scale is None else weights * scale)
 
-    def _check(self, weights: torch.Tensor) -> None:
+    def _check(self, x: torch.Tensor, weights: torch.Tensor) -> None:
+        check_features(x, self.channels, layer=self)
+        if not isinstance(weights, torch.Tensor):
+            raise TypeError(
+                f"weights must be a tensor of shape ({len(self.ops)},), got "
+                f"{type(weights).__name__}"
+            )
         if weights.shape != (len(self.ops),):
             raise ValueError(
                 f"weights has shape {tuple(weights.shape)}; expected ({len(self.ops)},) "
@@ -165,6 +184,7 @@ class MixedHeteroOp(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"space={self.space.name!r}, residual={self.residual}, "
+            f"{self.channels}, stride={self.stride}, space={self.space.name!r}, "
+            f"residual={self.residual}, "
             f"partial_channels={self.partial_channels}"
         )

@@ -19,6 +19,8 @@ from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from .ops.helpers import check_bool, check_int
+
 __all__ = ["count_params", "count_macs", "measure_latency", "peak_memory", "profile_module"]
 
 Device = torch.device | str | None
@@ -26,7 +28,28 @@ Device = torch.device | str | None
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (shared ones once), optionally only those with requires_grad."""
+    _check_module(module)
+    check_bool("trainable_only", trainable_only)
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _check_module(module: nn.Module) -> None:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module is a {type(module).__name__}; expected an nn.Module")
+
+
+def _check_callable(fn: Callable[[], Any]) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn={fn!r} is not callable; expected a function of no arguments")
+
+
+def _check_device(device: Device) -> None:
+    if device is None:
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not valid: {err}") from None
 
 
 @contextmanager
@@ -48,6 +71,7 @@ def count_macs(module: nn.Module, *inputs: Any) -> int:
     Counts the ops FlopCounterMode knows (convolutions, matmuls, attention); element-wise
     ops, normalisation and pooling count zero, as in the paper's tables.
     """
+    _check_module(module)
     with _inference(module), FlopCounterMode(display=False) as counter:
         module(*inputs)
     return counter.get_total_flops() // 2
@@ -71,10 +95,10 @@ def measure_latency(
     are counted. Returns milliseconds: ``median_ms``, ``p10_ms``, ``p90_ms``, ``mean_ms``,
     ``min_ms``, ``max_ms``, and ``repeats``.
     """
-    if warmup < 0:
-        raise ValueError(f"warmup={warmup} is not valid; expected an integer >= 0")
-    if repeats < 1:
-        raise ValueError(f"repeats={repeats} is not valid; expected an integer >= 1")
+    _check_callable(fn)
+    check_int("warmup", warmup, 0)
+    check_int("repeats", repeats, 1)
+    _check_device(device)
     for _ in range(warmup):
         fn()
     times = []
@@ -106,6 +130,8 @@ def peak_memory(fn: Callable[[], Any], device: Device = None) -> int:
     for that device, ordered by time, are summed cumulatively and the maximum is
     returned. Either way only tensor storage counts, not the Python heap or the RSS.
     """
+    _check_callable(fn)
+    _check_device(device)
     if _is_cuda(device):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -139,6 +165,7 @@ def profile_module(
     The device for synchronisation and memory is the first tensor input's. Returns
     ``params``, ``macs``, ``median_ms``, ``p10_ms``, ``p90_ms`` and ``peak_memory_bytes``.
     """
+    _check_module(module)
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     device = next((x.device for x in inputs if isinstance(x, torch.Tensor)), None)
     with _inference(module):

@@ -47,16 +47,34 @@ class SearchSpace:
     steps: int = 4
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name={self.name!r} is not valid; expected a non-empty string")
+        if isinstance(self.ops, str):
+            raise TypeError(
+                f"ops={self.ops!r} is a string; expected a sequence of op names such as "
+                f"({self.ops!r},)"
+            )
+        if not isinstance(self.ops, (tuple, list)):
+            raise TypeError(
+                f"ops={self.ops!r} is not valid; expected a tuple of registered op names"
+            )
+        object.__setattr__(self, "ops", tuple(self.ops))  # a list is taken as a tuple
         if not self.ops:
             raise ValueError("ops must name at least one registered op")
+        bad = [n for n in self.ops if not isinstance(n, str)]
+        if bad:
+            raise TypeError(f"ops={self.ops!r} holds non-string entries {bad}; expected op names")
         if len(set(self.ops)) != len(self.ops):
-            raise ValueError(f"ops has duplicates: {self.ops}")
+            twice = sorted({n for n in self.ops if self.ops.count(n) > 1})
+            raise ValueError(f"ops has duplicates: {self.ops} names {twice} more than once")
         for name in self.ops:
             get_op(name)  # KeyError listing valid names
         if not any(self.family(n) is Family.FEATURE and n != "none" for n in self.ops):
             raise ValueError(f"space {self.name!r} needs at least one feature op, got {self.ops}")
-        if self.steps < 1:
-            raise ValueError(f"steps={self.steps} is not valid; expected an integer >= 1")
+        if not isinstance(self.two_tier, bool):
+            raise TypeError(f"two_tier={self.two_tier!r} is not valid; expected True or False")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"steps={self.steps!r} is not valid; expected an integer >= 1")
 
     @staticmethod
     def family(name: str) -> Family:
@@ -112,6 +130,11 @@ def get_space(space: str | SearchSpace) -> SearchSpace:
     """A preset by name, or ``space`` itself."""
     if isinstance(space, SearchSpace):
         return space
+    if not isinstance(space, str):
+        raise TypeError(
+            f"space={space!r} is not valid; expected a SearchSpace or a preset name "
+            f"({', '.join(SPACES)})"
+        )
     try:
         return SPACES[space]
     except KeyError:

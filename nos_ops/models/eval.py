@@ -13,6 +13,7 @@ from torch import nn
 
 from ..cell import Cell
 from ..genotype import Genotype, get_genotype
+from ..ops.helpers import check_bool, check_features, check_positive, check_probability
 from .search import reduction_layers
 
 __all__ = ["NetworkCIFAR", "NetworkImageNet", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet"]
@@ -26,6 +27,9 @@ class _AuxiliaryHead(nn.Module):
         self, channels: int, num_classes: int, pool_stride: int, final_norm: bool
     ) -> None:
         super().__init__()
+        check_positive("channels", channels)
+        check_positive("num_classes", num_classes)
+        self.pool_stride = pool_stride
         layers = [
             nn.ReLU(inplace=True),
             nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
@@ -39,6 +43,18 @@ class _AuxiliaryHead(nn.Module):
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_features(x, self.features[2].in_channels, layer=type(self).__name__)
+        # the 5x5 pool must leave 2x2 for the 2x2 conv: 1x1 x 768 features for the linear
+        s = self.pool_stride
+        if not all(5 + s <= n <= 4 + 2 * s for n in x.shape[-2:]):
+            name = type(self).__name__
+            expected = "8x8 (32x32 inputs)" if s == 3 else "7x7 (224x224 inputs)"
+            raise ValueError(
+                f"{name} got {x.shape[-2]}x{x.shape[-1]} features; it takes the "
+                f"{5 + s}x{5 + s} to {4 + 2 * s}x{4 + 2 * s} features after the second "
+                f"reduction cell, {expected}. Build the network with auxiliary=False for "
+                "other input sizes"
+            )
         return self.classifier(self.features(x).flatten(1))
 
 
@@ -60,7 +76,31 @@ class AuxiliaryHeadImageNet(_AuxiliaryHead):
 class _Network(nn.Module):
     """Cells stacked after a stem; subclasses build the stem and the head."""
 
-    drop_path_prob: float
+    @property
+    def drop_path_prob(self) -> float:
+        """Drop-path probability of the cells' feature edges, in [0, 1) (set per epoch)."""
+        return self._drop_path_prob
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value: float) -> None:
+        check_probability("drop_path_prob", value)
+        self._drop_path_prob = float(value)
+
+    def _check_args(
+        self, channels: int, num_classes: int, layers: int, auxiliary: bool
+    ) -> None:
+        check_positive("channels", channels)
+        check_positive("num_classes", num_classes)
+        check_positive("layers", layers)
+        check_bool("auxiliary", auxiliary)
+        if layers < 3:
+            raise ValueError(
+                f"layers={layers} is not valid; expected >= 3 (two reduction cells at 1/3 and "
+                "2/3 of the depth and a normal cell)"
+            )
+
+    def _check_input(self, x: torch.Tensor, stem: nn.Conv2d) -> None:
+        check_features(x, stem.in_channels, layer=type(self).__name__, like=stem.weight)
 
     def _build_cells(
         self, genotype: Genotype, channels: int, layers: int, stem_out: int, reduction_prev: bool
@@ -112,6 +152,8 @@ class NetworkCIFAR(_Network):
         drop_path_prob: float = 0.0,
     ) -> None:
         super().__init__()
+        self._check_args(channels, num_classes, layers, auxiliary)
+        check_positive("stem_multiplier", stem_multiplier)
         genotype = get_genotype(genotype)
         self.genotype = genotype
         self.drop_path_prob = drop_path_prob
@@ -119,12 +161,14 @@ class NetworkCIFAR(_Network):
         self.stem = nn.Sequential(
             nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem)
         )
+
         out, aux = self._build_cells(genotype, channels, layers, stem, reduction_prev=False)
         self.auxiliary_head = AuxiliaryHeadCIFAR(aux, num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(out, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._check_input(x, self.stem[0])
         s = self.stem(x)
         out, aux_logits = self._run_cells(s, s)
         return self.classifier(self.global_pooling(out).flatten(1)), aux_logits
@@ -143,6 +187,9 @@ class NetworkImageNet(_Network):
         drop_path_prob: float = 0.0,
     ) -> None:
         super().__init__()
+        self._check_args(channels, num_classes, layers, auxiliary)
+        if channels < 2:
+            raise ValueError(f"channels={channels} is not valid; expected an integer >= 2")
         genotype = get_genotype(genotype)
         self.genotype = genotype
         self.drop_path_prob = drop_path_prob
@@ -164,6 +211,7 @@ class NetworkImageNet(_Network):
         self.classifier = nn.Linear(out, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self._check_input(x, self.stem0[0])
         s0 = self.stem0(x)
         s1 = self.stem1(s0)
         out, aux_logits = self._run_cells(s0, s1)

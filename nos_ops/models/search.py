@@ -13,13 +13,20 @@ from torch import nn
 
 from ..cell import SearchCell
 from ..genotype import Genotype, derive
+from ..ops.helpers import check_bool, check_features, check_finite, check_positive
 from ..space import SearchSpace, get_space
 
 __all__ = ["SearchNetwork", "reduction_layers"]
 
 
 def reduction_layers(layers: int) -> tuple[int, int]:
-    """Indices of the two reduction cells: 1/3 and 2/3 of the depth, as in DARTS."""
+    """Indices of the two reduction cells: 1/3 and 2/3 of the depth, as in DARTS.
+
+    ``layers`` must be >= 3: fewer cells would put both reductions on one cell or none
+    between them."""
+    check_positive("layers", layers)
+    if layers < 3:
+        raise ValueError(f"layers={layers} is not valid; expected >= 3 (two reduction cells)")
     return layers // 3, 2 * layers // 3
 
 
@@ -50,8 +57,18 @@ class SearchNetwork(nn.Module):
         edge_normalization: bool | None = None,
     ) -> None:
         super().__init__()
+        check_positive("channels", channels)
+        check_positive("num_classes", num_classes)
+        check_positive("layers", layers)
         if layers < 3:
             raise ValueError(f"layers={layers} is not valid; expected >= 3 (two reduction cells)")
+        check_positive("stem_multiplier", stem_multiplier)
+        check_finite("arch_init_std", arch_init_std)
+        if arch_init_std < 0:
+            raise ValueError(f"arch_init_std={arch_init_std!r} is not valid; expected >= 0")
+        check_positive("partial_channels", partial_channels)
+        if edge_normalization is not None:
+            check_bool("edge_normalization", edge_normalization)
         self.space = get_space(space)
         self.layers = layers
         stem = stem_multiplier * channels
@@ -98,6 +115,8 @@ class SearchNetwork(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and the three stage outputs (for attention transfer, Eq. 10)."""
+        stem = self.stem[0]
+        check_features(x, stem.in_channels, layer="SearchNetwork", like=stem.weight)
         normal = self.alphas_normal.softmax(dim=-1)
         reduce = self.alphas_reduce.softmax(dim=-1)
         s0 = s1 = self.stem(x)

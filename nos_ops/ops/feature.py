@@ -5,6 +5,11 @@ so that the "darts" space rebuilds DARTS's networks parameter for parameter. Wit
 ``affine=False`` (search form) BN layers carry no affine parameters and pooling ops are
 followed by a non-affine BN, as in DARTS's ``MixedOp``.
 All ops map B x C x H x W to B x C x ceil(H / stride) x ceil(W / stride).
+
+Constructors check their arguments; ``forward`` checks the input's rank, channels and dtype
+(a few comparisons) and raises naming the layer. Batch 0 works (an empty output). The
+capabilities ``is_zero`` (:class:`Zero`) and ``shares_relu`` (:class:`DilConv`,
+:class:`SepConv`) let mixtures take their fused paths (see :mod:`nos_ops.ops.registry`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dynamic import _grad_edge, _needed, depthwise_conv2d, depthwise_conv2d_backward
+from .helpers import (
+    check_bool,
+    check_dtype,
+    check_features,
+    check_non_negative,
+    check_odd_kernel,
+    check_positive,
+)
 from .registry import Family, register_op
 
 __all__ = ["ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "Zero", "Identity"]
@@ -31,11 +44,22 @@ class ReLUConvBN(nn.Sequential):
         padding: int = 0,
         affine: bool = True,
     ) -> None:
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
+        check_positive("kernel_size", kernel_size)
+        check_positive("stride", stride)
+        check_non_negative("padding", padding)
+        check_bool("affine", affine)
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
             nn.BatchNorm2d(out_channels, affine=affine),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[1]
+        check_features(x, conv.in_channels, layer=self, like=conv.weight)
+        return super().forward(x)
 
 
 class _DepthwiseConv2d(nn.Conv2d):
@@ -104,7 +128,10 @@ class DilConv(nn.Sequential):
 
     On CPU, while autograd records, the two convs run as one function that keeps only their
     input for backward (the depthwise output is recomputed); the same values and gradients.
+    ``padding`` must be the "same" padding ``dilation * (kernel_size - 1) // 2``.
     """
+
+    shares_relu = True  # capability: forward_after_relu (nos_ops.ops.registry)
 
     def __init__(
         self,
@@ -116,6 +143,7 @@ class DilConv(nn.Sequential):
         dilation: int,
         affine: bool = True,
     ) -> None:
+        _check_conv_args(in_channels, out_channels, kernel_size, stride, padding, dilation, affine)
         super().__init__(
             nn.ReLU(inplace=False),
             _DepthwiseConv2d(in_channels, kernel_size, stride, padding, dilation),
@@ -130,6 +158,7 @@ class DilConv(nn.Sequential):
         """The op on an input that has been through its leading ReLU already (ops that share
         an input share that ReLU, see :class:`~nos_ops.mixed.MixedHeteroOp`)."""
         depthwise, pointwise, bn = self[1], self[2], self[3]
+        check_features(x, depthwise.in_channels, layer=self, like=depthwise.weight)
         if (
             x.device.type == "cpu"
             and torch.is_grad_enabled()
@@ -150,9 +179,20 @@ class DilConv(nn.Sequential):
             out = pointwise(depthwise(x))
         return bn(out)
 
+    def extra_repr(self) -> str:
+        d, p = self[1], self[2]
+        return (
+            f"{d.in_channels}, {p.out_channels}, kernel_size={d.kernel_size[0]}, "
+            f"stride={d.stride[0]}, dilation={d.dilation[0]}"
+        )
+
 
 class SepConv(nn.Sequential):
-    """Two stacked ``DilConv`` with dilation 1; only the first strides (DARTS ``sep_conv``)."""
+    """Two stacked ``DilConv`` with dilation 1; only the first strides (DARTS ``sep_conv``).
+
+    ``padding`` must be the "same" padding ``(kernel_size - 1) // 2``."""
+
+    shares_relu = True  # capability: forward_after_relu (nos_ops.ops.registry)
 
     def __init__(
         self,
@@ -163,14 +203,53 @@ class SepConv(nn.Sequential):
         padding: int,
         affine: bool = True,
     ) -> None:
+        _check_conv_args(in_channels, out_channels, kernel_size, stride, padding, 1, affine)
         super().__init__(
             DilConv(in_channels, in_channels, kernel_size, stride, padding, 1, affine),
             DilConv(in_channels, out_channels, kernel_size, 1, padding, 1, affine),
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self[0][1]
+        check_features(x, first.in_channels, layer=self, like=first.weight)
+        return self[1](self[0](x))
+
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
         """The op on an input that has been through its leading ReLU already."""
+        first = self[0][1]
+        check_features(x, first.in_channels, layer=self, like=first.weight)
         return self[1](self[0].forward_after_relu(x))
+
+    def extra_repr(self) -> str:
+        d = self[0][1]
+        return (
+            f"{d.in_channels}, {self[1][2].out_channels}, kernel_size={d.kernel_size[0]}, "
+            f"stride={d.stride[0]}"
+        )
+
+
+def _check_conv_args(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+    affine: bool,
+) -> None:
+    check_positive("in_channels", in_channels)
+    check_positive("out_channels", out_channels)
+    check_odd_kernel(kernel_size)
+    check_positive("stride", stride)
+    check_positive("dilation", dilation)
+    check_non_negative("padding", padding)
+    check_bool("affine", affine)
+    same = dilation * (kernel_size - 1) // 2
+    if padding != same:
+        raise ValueError(
+            f"padding={padding} is not valid for kernel_size={kernel_size}, "
+            f"dilation={dilation}; expected {same} (the op keeps H x W at stride 1)"
+        )
 
 
 class FactorizedReduce(nn.Module):
@@ -182,6 +261,9 @@ class FactorizedReduce(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, affine: bool = True) -> None:
         super().__init__()
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
+        check_bool("affine", affine)
         if out_channels % 2:
             raise ValueError(f"out_channels={out_channels} must be even for FactorizedReduce")
         self.relu = nn.ReLU(inplace=False)
@@ -190,20 +272,31 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_features(x, self.conv_1.in_channels, layer=self, like=self.conv_1.weight)
         x = self.relu(x)
         shifted = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+    def extra_repr(self) -> str:
+        return f"{self.conv_1.in_channels}, {self.bn.num_features}"
 
 
 class Zero(nn.Module):
     """The ``none`` op of the DARTS space: zeros at the output resolution."""
 
+    is_zero = True  # capability: mixtures skip it (nos_ops.ops.registry)
+
     def __init__(self, stride: int = 1) -> None:
         super().__init__()
+        check_positive("stride", stride)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_features(x, None, layer=self)
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
 
 
 Identity = nn.Identity
@@ -215,9 +308,12 @@ class _AvgPool2d(nn.AvgPool2d):
     rounding, several times faster than the NCHW pooling kernel on CPU."""
 
     def __init__(self, kernel_size: int, stride: int) -> None:
+        check_odd_kernel(kernel_size)
+        check_positive("stride", stride)
         super().__init__(kernel_size, stride, kernel_size // 2, count_include_pad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_features(x, None, layer=self)
         k, s, p = self.kernel_size, self.stride, self.padding
         box = x.new_ones(x.shape[1], 1, k, k)
         count = F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), box[:1], None, s, p)
@@ -270,9 +366,12 @@ class _MaxPool2d(nn.MaxPool2d):
     (indices), a few times faster than the NCHW kernel."""
 
     def __init__(self, kernel_size: int, stride: int) -> None:
+        check_odd_kernel(kernel_size)
+        check_positive("stride", stride)
         super().__init__(kernel_size, stride, kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_features(x, None, layer=self)
         if (
             x.device.type != "cpu"
             or x.dim() != 4
@@ -287,17 +386,36 @@ class _MaxPool2d(nn.MaxPool2d):
         return _max_pool_channels_last(x, self.kernel_size, self.stride)[0]
 
 
+class _PoolBN(nn.Sequential):
+    """Pooling followed by a non-affine BatchNorm (the search form of DARTS's pools)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn = self[1]
+        check_features(x, bn.num_features, layer=self)
+        if x.dtype != bn.running_mean.dtype:
+            check_dtype(x, bn.running_mean, layer=self)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{type(self[0]).__name__.lstrip('_')}, channels={self[1].num_features}"
+
+
 def _pool(pool: type[nn.Module]):
     def factory(channels: int, stride: int, affine: bool) -> nn.Module:
         layer = pool(3, stride)
         if affine:
             return layer
-        return nn.Sequential(layer, nn.BatchNorm2d(channels, affine=False))
+        return _PoolBN(layer, nn.BatchNorm2d(channels, affine=False))
 
     return factory
 
 
 def _identity(channels: int, stride: int, affine: bool) -> nn.Module:
+    if stride not in (1, 2):
+        raise ValueError(
+            f"stride={stride!r} is not valid for identity; expected 1 or 2 "
+            "(FactorizedReduce halves the resolution)"
+        )
     return Identity() if stride == 1 else FactorizedReduce(channels, channels, affine)
 
 

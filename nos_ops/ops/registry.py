@@ -4,6 +4,27 @@ Every candidate operation of a search space is looked up here by name. A factory
 has the signature ``(channels, stride, affine) -> nn.Module``; the family says what
 the module produces (see :class:`Family`). Users add their own ops with
 :func:`register_op`, the same way timm's ``create_attn`` maps names to layers.
+
+The op contract, checked on every op :func:`create_op` builds (and in full, with
+hypothesis-drawn inputs, by :func:`nos_ops.testing.check_op`):
+
+* feature ops map B x C x H x W to B x C x ceil(H / stride) x ceil(W / stride);
+* attention ops expose ``attention(x)``: a gate B x 1 x H' x W' or B x C x 1 x 1;
+* dynamic ops expose ``kernels(x)`` (B x C x k x k) and the ints ``kernel_size`` and
+  ``dilation``; their dense extent is ``(kernel_size - 1) * dilation + 1``.
+
+Capabilities: class attributes an op may set to ``True`` so that mixtures
+(:class:`~nos_ops.mixed.MixedHeteroOp`) take a fused path for it. They are read with
+:func:`declares`, never by the op's class:
+
+* ``is_zero`` (feature): the output is all zeros (DARTS ``none``); a mixture skips the op
+  (its weight still counts in the softmax).
+* ``shares_relu`` (feature): the op starts with a ReLU and has ``forward_after_relu(x)``, the
+  op on an input already through that ReLU; the ops of one edge share one ReLU.
+* ``batched_kernels`` (dynamic): the kernels come from the bottleneck, transform and decode
+  1x1 convs of Fig. 1 (attributes ``bottleneck``, ``transform``, ``decode``, ``channels``,
+  ``kernel_size``), so :func:`~nos_ops.ops.dynamic.generate_kernels` makes the kernels of
+  several such ops in one pass over x.
 """
 
 from __future__ import annotations
@@ -14,6 +35,8 @@ from enum import Enum
 
 from torch import nn
 
+from .helpers import check_bool, check_positive
+
 __all__ = [
     "Family",
     "OpSpec",
@@ -22,6 +45,10 @@ __all__ = [
     "create_op",
     "op_family",
     "list_ops",
+    "unregister_op",
+    "declares",
+    "check_product",
+    "CAPABILITIES",
 ]
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -44,7 +71,12 @@ class OpSpec:
     factory: OpFactory
 
     def __call__(self, channels: int, stride: int = 1, affine: bool = True) -> nn.Module:
-        return self.factory(channels, stride, affine)
+        check_positive("channels", channels)
+        check_positive("stride", stride)
+        check_bool("affine", affine)
+        op = self.factory(channels, stride, affine)
+        check_product(self.name, self.family, op)
+        return op
 
 
 _REGISTRY: dict[str, OpSpec] = {}
@@ -56,17 +88,41 @@ def register_op(
     """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is None.
 
     ``family`` is one of ``"feature"``, ``"attention"``, ``"dynamic"``. Attention ops must
-    expose ``attention(x)`` and dynamic ops ``kernels(x)`` plus a ``dilation`` attribute.
+    expose ``attention(x)`` and dynamic ops ``kernels(x)`` plus int ``kernel_size`` and
+    ``dilation`` attributes (see the module docstring). A class factory is checked now; the
+    product of a function factory is checked each time :func:`create_op` builds one (a
+    ``TypeError`` naming the op). ``nos_ops.testing.check_op(name)`` tests the whole contract.
     """
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise ValueError(
+            f"op name={name!r} is not valid; expected a non-empty string without spaces "
+            "(it is written into genotype files and command lines)"
+        )
     family = _family(family)
+    check_bool("overwrite", overwrite)
 
     def _register(fn: OpFactory) -> OpFactory:
+        if not callable(fn):
+            raise TypeError(
+                f"factory={fn!r} for op name={name!r} is not callable; expected a function "
+                "or class (channels, stride, affine) -> nn.Module"
+            )
+        if isinstance(fn, type):
+            _check_class(name, family, fn)
         if name in _REGISTRY and not overwrite:
             raise ValueError(f"op name={name!r} is already registered; pass overwrite=True")
         _REGISTRY[name] = OpSpec(name, family, fn)
         return fn
 
     return _register if factory is None else _register(factory)
+
+
+def unregister_op(name: str) -> OpSpec:
+    """Remove the op ``name`` from the registry and return its :class:`OpSpec` (``KeyError``
+    listing valid names if it is not registered)."""
+    spec = get_op(name)
+    del _REGISTRY[name]
+    return spec
 
 
 def _family(family: Family | str) -> Family:
@@ -102,3 +158,77 @@ def list_ops(family: Family | str | None = None) -> list[str]:
         return list(_REGISTRY)
     family = _family(family)
     return [n for n, s in _REGISTRY.items() if s.family is family]
+
+
+# capability -> (family, attributes the op must have when it declares it)
+CAPABILITIES: dict[str, tuple[Family, tuple[str, ...]]] = {
+    "is_zero": (Family.FEATURE, ()),
+    "shares_relu": (Family.FEATURE, ("forward_after_relu",)),
+    "batched_kernels": (
+        Family.DYNAMIC,
+        ("bottleneck", "transform", "decode", "channels", "kernel_size"),
+    ),
+}
+_INTERFACE = {
+    Family.FEATURE: (),
+    Family.ATTENTION: ("attention",),
+    Family.DYNAMIC: ("kernels", "kernel_size", "dilation"),
+}
+
+
+def declares(op: nn.Module, capability: str) -> bool:
+    """Whether ``op`` declares ``capability`` (a class attribute set to ``True``)."""
+    return getattr(op, capability, False) is True
+
+
+def _check_class(name: str, family: Family, cls: type) -> None:
+    """The parts of the contract a class factory shows before it is instantiated."""
+    if not issubclass(cls, nn.Module):
+        raise TypeError(
+            f"factory={cls.__name__} for op name={name!r} is not an nn.Module subclass"
+        )
+    for method in _INTERFACE[family][:1]:
+        if not callable(getattr(cls, method, None)):
+            raise TypeError(
+                f"op name={name!r} is registered as a {family.value} op but "
+                f"{cls.__name__} has no {method}(x) method; see the op contract in "
+                "nos_ops.ops.registry"
+            )
+
+
+def check_product(name: str, family: Family | str, op: object) -> None:
+    """Raise ``TypeError`` unless ``op``, built for the op ``name``, fits its family's
+    interface and the capabilities it declares (see the module docstring)."""
+    family = _family(family)
+    what = f"op name={name!r} ({family.value})"
+    if not isinstance(op, nn.Module):
+        raise TypeError(
+            f"the factory of {what} returned {type(op).__name__}; expected an nn.Module"
+        )
+    cls = type(op).__name__
+    for attr in _INTERFACE[family]:
+        value = getattr(op, attr, None)
+        if attr in ("attention", "kernels"):
+            if not callable(value):
+                raise TypeError(
+                    f"{what} built a {cls} without an {attr}(x) method; {family.value} ops "
+                    f"must expose {attr}(x), see nos_ops.ops.registry"
+                )
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TypeError(
+                f"{what} built a {cls} whose {attr}={value!r}; dynamic ops must have "
+                f"an int {attr} >= 1"
+            )
+    for capability, (owner, needs) in CAPABILITIES.items():
+        if not declares(op, capability):
+            continue
+        if owner is not family:
+            raise TypeError(
+                f"{what} built a {cls} declaring {capability}=True, a capability of "
+                f"{owner.value} ops"
+            )
+        missing = [a for a in needs if getattr(op, a, None) is None]
+        if missing:
+            raise TypeError(
+                f"{what} built a {cls} declaring {capability}=True without {missing}"
+            )
