@@ -53,8 +53,13 @@ class BlockGene:
         a derived cell never holds), ``source`` an int (not a bool or float) in
         [0, node - 1]; at least one edge is a feature op; ``tier2`` is None or an op name.
         """
-        if not isinstance(self.edges, (tuple, list)) or not self.edges:
-            raise ValueError(f"block for node {node} has no edges (got {self.edges!r})")
+        if not isinstance(self.edges, (tuple, list)):
+            raise ValueError(
+                f"edges={self.edges!r} into node {node} is not valid; expected a tuple of "
+                "(op, source) pairs"
+            )
+        if not self.edges:
+            raise ValueError(f"block for node {node} has no edges")
         for edge in self.edges:
             if not isinstance(edge, (tuple, list)) or len(edge) != 2:
                 raise ValueError(

@@ -77,10 +77,16 @@ class _FakeZero(_NoStride):
 BROKEN = {
     "ignores stride": (lambda c, s, a: _NoStride(c, s, a), "feature", r"forward\(x\) gave"),
     "wrong map shape": (lambda c, s, a: _Gate(c, s, good=False), "attention", r"attention\(x\)"),
-    "non-finite": (lambda c, s, a: _NaN(c, 1, a) if s == 1 else nn.AvgPool2d(1, s), "feature",
-                   "non-finite"),
-    "false capability": (lambda c, s, a: _FakeZero(c, 1, a) if s == 1 else nn.AvgPool2d(1, s),
-                         "feature", "one-hot weights differs"),
+    "non-finite": (
+        lambda c, s, a: _NaN(c, 1, a) if s == 1 else nn.AvgPool2d(1, s),
+        "feature",
+        "non-finite",
+    ),
+    "false capability": (
+        lambda c, s, a: _FakeZero(c, 1, a) if s == 1 else nn.AvgPool2d(1, s),
+        "feature",
+        "one-hot weights differs",
+    ),
 }
 
 
@@ -94,8 +100,9 @@ def test_check_op_catches_broken_ops(case, scratch_registry):
 
 
 def test_check_op_catches_missing_gradients(scratch_registry):
-    register_op("detached", "feature", lambda c, s, a: _Detached(c, 1, a) if s == 1 else
-                nn.AvgPool2d(1, s))
+    register_op(
+        "detached", "feature", lambda c, s, a: _Detached(c, 1, a) if s == 1 else nn.AvgPool2d(1, s)
+    )
     with pytest.raises(AssertionError, match="'detached'.*no finite gradient"):
         check_op("detached", max_examples=2, gradcheck=False, composites=False)
 

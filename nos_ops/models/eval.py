@@ -48,12 +48,12 @@ class _AuxiliaryHead(nn.Module):
         s = self.pool_stride
         if not all(5 + s <= n <= 4 + 2 * s for n in x.shape[-2:]):
             name = type(self).__name__
-            expected = "8x8 (32x32 inputs)" if s == 3 else "7x7 (224x224 inputs)"
+            image = "32x32" if s == 3 else "224x224"
             raise ValueError(
-                f"{name} got {x.shape[-2]}x{x.shape[-1]} features; it takes the "
-                f"{5 + s}x{5 + s} to {4 + 2 * s}x{4 + 2 * s} features after the second "
-                f"reduction cell, {expected}. Build the network with auxiliary=False for "
-                "other input sizes"
+                f"{name} got {x.shape[-2]}x{x.shape[-1]} features; it takes the features "
+                f"after the second reduction cell of a {image} input ({5 + s}x{5 + s} to "
+                f"{4 + 2 * s}x{4 + 2 * s}). Build the network with auxiliary=False for other "
+                "input sizes"
             )
         return self.classifier(self.features(x).flatten(1))
 
