@@ -10,7 +10,15 @@ from .cell import Cell, SearchCell
 from .genotype import DARTS_V1, DARTS_V2, BlockGene, CellGene, Genotype, derive, get_genotype
 from .hetero import HeteroOutput
 from .mixed import MixedHeteroOp
-from .models import NetworkCIFAR, NetworkImageNet, SearchNetwork
+from .models import (
+    NetworkCIFAR,
+    NetworkImageNet,
+    NOSNetCIFAR,
+    NOSNetImageNet,
+    SearchNetwork,
+    create_model,
+    list_models,
+)
 from .ops import (
     ChannelAttention,
     DynamicConv2d,
@@ -21,6 +29,7 @@ from .ops import (
     list_ops,
     register_op,
 )
+from .pretrained import from_pretrained, save_pretrained
 from .space import SPACES, SearchSpace, get_space
 
 __version__ = "0.1.0"
@@ -39,6 +48,8 @@ __all__ = [
     "HeteroOutput",
     "HeterogeneousResidualBlock",
     "MixedHeteroOp",
+    "NOSNetCIFAR",
+    "NOSNetImageNet",
     "NetworkCIFAR",
     "NetworkImageNet",
     "SearchCell",
@@ -48,11 +59,15 @@ __all__ = [
     "SpatialAttention",
     "__version__",
     "calibrate",
+    "create_model",
     "create_op",
     "derive",
     "dynamic_depthwise_conv2d",
+    "from_pretrained",
     "get_genotype",
     "get_space",
+    "list_models",
     "list_ops",
     "register_op",
+    "save_pretrained",
 ]

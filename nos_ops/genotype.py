@@ -18,6 +18,7 @@ import torch
 
 from .ops.registry import Family, get_op
 from .space import SearchSpace, get_space
+from .zoo import ALIASES, DARTS_SPACE_CELLS
 
 __all__ = [
     "BlockGene",
@@ -374,7 +375,15 @@ DARTS_V2 = from_darts(
 )
 """DARTS second-order cells (the paper's "DARTS (2nd)"), as published."""
 
-GENOTYPES: dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2}
+GENOTYPES: dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2}
+"""Every named genotype: DARTS's (``DARTS_V1``, ``DARTS_V2``), the DARTS reference's NASNet and
+AmoebaNet, PC-DARTS (``PC_DARTS``, ``PC_DARTS_image``) and P-DARTS (``PDARTS``), with their
+sources in :mod:`nos_ops.zoo`, and the aliases their repositories use (``DARTS``, ``PCDARTS``)."""
+for _name, _cells in DARTS_SPACE_CELLS.items():
+    GENOTYPES.setdefault(_name, from_darts(*_cells))
+for _alias, _name in ALIASES.items():
+    GENOTYPES[_alias] = GENOTYPES[_name]
+del _name, _cells, _alias
 
 
 def get_genotype(genotype: str | os.PathLike | Genotype) -> Genotype:

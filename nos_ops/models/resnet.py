@@ -132,7 +132,8 @@ def add_self_calibration(
     Each chosen ``layer{i}`` becomes ``nn.Sequential(layer{i}, create_op(op_name, C))``,
     where C is the stage's output channels (read from the last block's ``bn3``/``conv3``,
     else ``bn2``/``conv2``, else the last BatchNorm2d/Conv2d in the stage). Works for
-    :class:`ResNetCIFAR` and torchvision-style ResNets (``layer1``..``layer4``).
+    :class:`ResNetCIFAR`, torchvision-style ResNets and timm's ResNets (``resnet18``,
+    ``resnet50``, ``resnet26d``, ...: ``layer1``..``layer4`` of BasicBlock/Bottleneck).
 
     Args:
         model: the ResNet; modified in place and returned.

@@ -427,3 +427,20 @@ register_op("dil_conv_5x5", Family.FEATURE, lambda c, s, a: DilConv(c, c, 5, s, 
 register_op("avg_pool_3x3", Family.FEATURE, _pool(_AvgPool2d))
 register_op("max_pool_3x3", Family.FEATURE, _pool(_MaxPool2d))
 register_op("identity", Family.FEATURE, _identity)
+
+
+# The two ops of the DARTS reference's operations.py that only NASNet and AmoebaNet use
+# (quark0/darts, cnn/operations.py): not in the "darts" search space, registered so every
+# genotype of its genotypes.py builds (see nos_ops.zoo).
+def _conv_7x1_1x7(channels: int, stride: int, affine: bool) -> nn.Module:
+    """ReLU -> 1x7 conv (stride (1, s)) -> 7x1 conv (stride (s, 1)) -> BN, as DARTS builds it."""
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(channels, channels, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+        nn.Conv2d(channels, channels, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+        nn.BatchNorm2d(channels, affine=affine),
+    )
+
+
+register_op("sep_conv_7x7", Family.FEATURE, lambda c, s, a: SepConv(c, c, 7, s, 3, a))
+register_op("conv_7x1_1x7", Family.FEATURE, _conv_7x1_1x7)
