@@ -35,6 +35,18 @@ def _check_cell_args(
         )
 
 
+def _check_states(cell: nn.Module, states: list[torch.Tensor]) -> None:
+    """The two preprocessed inputs must meet at one resolution (s0 is twice s1's size after
+    a reduction cell, ``reduction_prev=True``)."""
+    if states[0].shape[-2:] != states[1].shape[-2:]:
+        twice = "twice the size of" if cell.reduction_prev else "the size of"
+        raise ValueError(
+            f"{type(cell).__name__}: s0 and s1 give {tuple(states[0].shape[-2:])} and "
+            f"{tuple(states[1].shape[-2:])} after preprocessing; with "
+            f"reduction_prev={cell.reduction_prev} s0 must be {twice} s1"
+        )
+
+
 def _preprocess(
     prev_prev: int, prev: int, channels: int, reduction_prev: bool, affine: bool
 ) -> tuple[nn.Module, nn.Module]:
@@ -71,6 +83,7 @@ class SearchCell(nn.Module):
         _check_cell_args(prev_prev, prev, channels, reduction, reduction_prev)
         self.space = get_space(space)
         self.reduction = reduction
+        self.reduction_prev = reduction_prev
         self.preprocess0, self.preprocess1 = _preprocess(
             prev_prev, prev, channels, reduction_prev, affine=False
         )
@@ -88,6 +101,7 @@ class SearchCell(nn.Module):
         edge_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        _check_states(self, states)
         offset = 0
         tier2_row = self.space.tier1_edges
         for i, block in enumerate(self.blocks):
@@ -119,6 +133,7 @@ class Cell(nn.Module):
             raise TypeError(f"gene={gene!r} is not valid; expected a CellGene")
         _check_cell_args(prev_prev, prev, channels, reduction, reduction_prev)
         self.reduction = reduction
+        self.reduction_prev = reduction_prev
         self.concat = gene.concat
         self.preprocess0, self.preprocess1 = _preprocess(
             prev_prev, prev, channels, reduction_prev, affine=True
@@ -132,6 +147,7 @@ class Cell(nn.Module):
         if not (isinstance(drop_prob, (float, int)) and 0.0 <= drop_prob < 1.0):
             check_probability("drop_prob", drop_prob)  # 1.0 would zero samples, divide by 0
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        _check_states(self, states)
         for block in self.blocks:
             states.append(block(states, drop_prob))
         return torch.cat([states[i] for i in self.concat], dim=1)

@@ -132,8 +132,15 @@ def _accumulate(
 
 
 def kernel_extent(op: nn.Module) -> int:
-    """The dense size ``(k - 1) * dilation + 1`` of a dynamic op's kernels."""
-    return (op.kernel_size - 1) * op.dilation + 1
+    """The dense size ``(k - 1) * dilation + 1`` of a dynamic op's kernels (the op contract's
+    int ``kernel_size`` and ``dilation``, see :mod:`nos_ops.ops.registry`)."""
+    k, d = getattr(op, "kernel_size", None), getattr(op, "dilation", None)
+    if not isinstance(k, int) or not isinstance(d, int):
+        raise TypeError(
+            f"{type(op).__name__} has kernel_size={k!r} and dilation={d!r}; a dynamic op "
+            "needs int kernel_size and dilation"
+        )
+    return (k - 1) * d + 1
 
 
 def hetero_output(
@@ -142,8 +149,11 @@ def hetero_output(
 ) -> HeteroOutput:
     """What ``op`` of ``family`` produces from ``x``, scaled by ``weight``.
 
-    Dynamic kernels are spread to ``extent`` (default: the op's own extent).
+    Dynamic kernels are spread to ``extent`` (default: the op's own extent). ``family`` is a
+    :class:`~nos_ops.ops.registry.Family` or its value (``"feature"``...).
     """
+    if not isinstance(family, Family):
+        family = Family(family)  # ValueError naming the value for anything else
     if family is Family.FEATURE:
         return HeteroOutput(features=weight * op(x))
     if family is Family.ATTENTION:

@@ -504,3 +504,30 @@ PROFILE_CASES = {
 @pytest.mark.parametrize("case", sorted(PROFILE_CASES))
 def test_bad_profile_calls(case):
     _raises(*PROFILE_CASES[case])
+
+
+def test_cells_check_that_their_inputs_meet():
+    cell = Cell(GENE, 4, 4, 4, False, False)
+    with pytest.raises(
+        ValueError, match=r"Cell: s0 and s1 give \(8, 8\) and \(4, 4\).*the size of"
+    ):
+        cell(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4))
+    search = SearchCell("darts", 4, 4, 4, False, True)
+    x = torch.randn(2, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"SearchCell: s0 and s1 .*twice the size of s1"):
+        search(x, x, torch.zeros(14, 8))
+
+
+@pytest.mark.parametrize("family", ["feat", 3, None])
+def test_hetero_output_rejects_unknown_families(family):
+    from nos_ops.hetero import hetero_output
+
+    with pytest.raises(ValueError, match=rf"{family!r} is not a valid Family"):
+        hetero_output(nn.Identity(), family, torch.zeros(1, 1, 2, 2))
+
+
+def test_kernel_extent_needs_int_sizes():
+    from nos_ops.hetero import kernel_extent
+
+    with pytest.raises(TypeError, match=r"Identity has kernel_size=None and dilation=None"):
+        kernel_extent(nn.Identity())
