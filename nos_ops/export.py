@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .trainer import build_network
-from .utils.checkpoint import load_checkpoint
+from .network import load_network
 
 __all__ = ["LogitsOnly", "export_program", "export_onnx", "load_network"]
 
@@ -36,33 +35,6 @@ class LogitsOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         return out[0] if isinstance(out, tuple) else out
-
-
-def load_network(
-    checkpoint_path: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> nn.Module:
-    """Rebuild the trained ``NetworkCIFAR``/``NetworkImageNet`` of a
-    :func:`nos_ops.trainer.train` checkpoint, weights loaded, in eval mode.
-
-    The checkpoint carries the genotype (``to_dict()`` form) and the architecture record, so
-    no architecture needs re-typing. Raises ``ValueError`` when either is missing.
-    """
-    state = load_checkpoint(checkpoint_path, map_location)
-    if not isinstance(state, dict) or state.get("genotype") is None:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} has no 'genotype' entry, so its architecture is "
-            "unknown; load_network reads checkpoints written by nos_ops.trainer.train (keys "
-            "'genotype', 'arch', 'model'). For other state dicts build the network yourself, "
-            "e.g. NetworkCIFAR(genotype=...), and call load_state_dict"
-        )
-    for key in ("arch", "model"):
-        if key not in state:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} has no {key!r} entry; keys: {sorted(state)}"
-            )
-    model = build_network(state["arch"], state["genotype"])
-    model.load_state_dict(state["model"])
-    return model.eval()
 
 
 def _example_batch(example_input: torch.Tensor, dynamic_batch: bool) -> torch.Tensor:

@@ -479,7 +479,7 @@ def plot_curves(
 ) -> Path:
     """Learning curves, one panel per key in ``keys``, against ``x``.
 
-    ``records`` are JSON-lines records (e.g. :func:`nos_ops.utils.runlog.read_jsonl`);
+    ``records`` are JSON-lines records (e.g. :func:`nos_ops.engine.read_jsonl`);
     records missing ``x`` or the key (or holding None) are skipped for that key. Returns
     ``path`` (``.png`` or ``.svg``).
     """

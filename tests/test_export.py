@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nos_ops import BlockGene, CellGene, Genotype, NetworkCIFAR
+from nos_ops.engine import CheckpointError
 from nos_ops.export import LogitsOnly, export_onnx, export_program, load_network
-from nos_ops.trainer import build_network
-from nos_ops.utils.checkpoint import save_checkpoint
+from nos_ops.network import build_network, save_network
 
 # dynamic conv and attention in both tiers; 3x3 kernels keep the traced graph small
 NOS_TINY = Genotype(
@@ -94,18 +94,16 @@ def test_export_rejects_non_image_input(network: NetworkCIFAR) -> None:
         export_program(network, torch.randn(3, 16, 16))
 
 
-def test_load_network_without_genotype_fails(network: NetworkCIFAR, tmp_path) -> None:
+def test_load_network_of_a_plain_state_dict_fails(network: NetworkCIFAR, tmp_path) -> None:
     path = tmp_path / "plain.pt"
-    save_checkpoint({"model": network.state_dict()}, path)
-    with pytest.raises(ValueError, match="no 'genotype' entry"):
+    torch.save({"model": network.state_dict()}, path)
+    with pytest.raises(CheckpointError, match="plain.pt is not a nos_ops checkpoint"):
         load_network(path)
 
 
 def test_load_network_rebuilds_from_checkpoint(network: NetworkCIFAR, tmp_path) -> None:
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(
-        {"model": network.state_dict(), "genotype": NOS_TINY.to_dict(), "arch": ARCH}, path
-    )
+    save_network(path, network, ARCH, NOS_TINY)
     loaded = load_network(path)
     assert not loaded.training and loaded.genotype == NOS_TINY
     x = torch.randn(3, 3, 16, 16)

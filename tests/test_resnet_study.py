@@ -1,56 +1,73 @@
-"""The Table 1 study script (examples/resnet_self_calibration.py) in quick mode on digits."""
+"""The Table 1 study (nos_ops.study, ``nos-ops study``) in tiny quick runs on the digits."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "resnet_self_calibration.py"
+from nos_ops.engine import NonFiniteLossError, load_checkpoint
+from nos_ops.engine import run as engine_run
+from nos_ops.study import OPS, StudyConfig, run_study
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the
-    threads' barriers cost 10-60x; the previous setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("resnet_self_calibration", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _config(out, **changes) -> StudyConfig:
+    settings = dict(ops=["channel_attention", "dynamic_conv_3x3"], epochs=2, width=0.125,
+                    image_size=8, batch_size=16, max_steps_per_epoch=2, device="cpu",
+                    progress=False, out=str(out))
+    return StudyConfig(**{**settings, **changes})
 
 
-def test_quick_study_prints_table(study, tmp_path, capsys) -> None:
-    argv = ["--quick", "--epochs", "1", "--width", "0.125", "--op", "channel_attention",
-            "--op", "dynamic_conv_3x3", "--no-progress", "--out", str(tmp_path)]
-    rows = study.main(argv)
+def test_study_prints_the_table_and_resumes_bit_for_bit(tmp_path, capsys, monkeypatch):
+    result = run_study(_config(tmp_path / "full"))
     table = capsys.readouterr().out
     assert "| Model | Type | Kernels | Top-1 err (%) | Top-5 err (%) | MACs (M) | Params (M) |" \
         in table
-    assert "| ResNet-18 | - | - |" in table
-    assert "| + Attention | Channel | - |" in table
-    assert "| + Dynamic | Normal | 3 |" in table
-    assert "quick mode" in table
+    for row in ("| ResNet-18 | - | - |", "| + Attention | Channel | - |",
+                "| + Dynamic | Normal | 3 |", "quick mode"):
+        assert row in table
+    rows = result["rows"]
     assert [r["op"] for r in rows] == [None, "channel_attention", "dynamic_conv_3x3"]
     base, attention, dynamic = rows
     assert attention["params"] > base["params"] and dynamic["macs"] > base["macs"]
     assert all(0 <= r["top5_err"] <= r["top1_err"] <= 100 for r in rows)
-    saved = json.loads((tmp_path / "results.json").read_text())
+    assert all(r["top1_err"] == pytest.approx(100 - r["top1"]) for r in rows)
+    saved = json.loads((tmp_path / "full" / "results.json").read_text())
     assert saved["rows"] == rows and saved["args"]["stages"] == [1, 2, 3]
 
+    save = engine_run.save_checkpoint
 
-def test_all_ops_and_invalid_width(study) -> None:
-    assert study.parse_args(["--op", "all"]).op == list(study.OPS)
-    assert study.parse_args([]).epochs == 300
-    with pytest.raises(SystemExit):
-        study.parse_args(["--width", "0"])
+    def crash_mid_second_model(*args, **kwargs):  # killed after model 2's first epoch
+        save(*args, **kwargs)
+        if kwargs["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_run, "save_checkpoint", crash_mid_second_model)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(_config(tmp_path / "cut"))
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt", "study")["epoch"] == 3
+    resumed = run_study(_config(tmp_path / "cut", resume=True))
+    strip = [[{k: v for k, v in r.items() if k != "train_s"} for r in x["rows"]]
+             for x in (result, resumed)]
+    assert strip[0] == strip[1]
+    with pytest.raises(ValueError, match="cannot change its epochs"):
+        run_study(_config(tmp_path / "cut", resume=True, epochs=3))
+
+
+def test_a_diverging_study_stops(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2; no checkpoint was written"):
+        run_study(_config(tmp_path / "run", ops=["channel_attention"], lr=1e12))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["log.jsonl"]
+
+
+def test_config_checks_and_defaults() -> None:
+    assert StudyConfig().ops == list(OPS)
+    assert StudyConfig(data_dir="cifar").resolved().epochs == 300
+    assert StudyConfig().resolved().epochs == 3
+    with pytest.raises(ValueError, match="width=0"):
+        StudyConfig(width=0)
+    with pytest.raises(ValueError, match="ops=\\['bogus'\\]"):
+        StudyConfig(ops=["bogus"])

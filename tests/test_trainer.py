@@ -1,9 +1,8 @@
-"""The evaluation-network trainer: one step, end to end, resume, ImageNet config, DDP."""
+"""Evaluation training (nos_ops.train): one step, end to end, resume, NaN guard, ImageNet, DDP."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -16,18 +15,15 @@ import torch
 from torch.utils.data import TensorDataset
 
 from nos_ops.data import Augment, ImageSet, TensorLoader, channel_stats, load_digits
-from nos_ops.export import load_network
-from nos_ops.trainer import (
-    TrainConfig,
-    build_network,
+from nos_ops.engine import (
+    NonFiniteLossError,
     evaluate,
-    imagenet_mobile_config,
-    learning_rate,
-    train,
+    load_checkpoint,
+    read_jsonl,
     train_one_epoch,
 )
-from nos_ops.utils.checkpoint import load_checkpoint, save_checkpoint
-from nos_ops.utils.runlog import read_jsonl
+from nos_ops.network import build_network, load_network
+from nos_ops.train import TrainConfig, imagenet_mobile_config, learning_rate, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"layers": 3, "channels": 4, "batch_size": 4, "progress": False}
@@ -89,22 +85,27 @@ def test_config_validation_and_quick() -> None:
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="network='mobile'"):
         TrainConfig(network="mobile")
-    quick = TrainConfig(quick=True, layers=3).resolved()
-    assert (quick.layers, quick.channels, quick.image_size) == (3, 16, 16)
-    assert TrainConfig.from_dict(quick.to_dict()) == quick
+    quick = TrainConfig(layers=3).resolved()  # quick by default on the digits
+    assert (quick.layers, quick.channels, quick.image_size, quick.quick) == (3, 16, 16, True)
+    assert TrainConfig.from_dict(json.loads(json.dumps(quick.to_dict()))) == quick
+    paper = TrainConfig(data_dir="cifar").resolved()
+    assert (paper.layers, paper.epochs, paper.quick) == (20, 600, False)
 
 
 def test_quick_end_to_end_on_digits(tmp_path) -> None:
     out = tmp_path / "run"
-    config = TrainConfig(quick=True, epochs=1, out=str(out), **{**TINY, "batch_size": 64})
+    config = TrainConfig(epochs=1, out=str(out), **{**TINY, "batch_size": 64})
     final = train(config)
-    for name in ("checkpoint.pt", "log.jsonl", "curves.png", "final.json", "genotype.json"):
+    for name in ("checkpoint.pt", "log.jsonl", "curves.png", "result.json", "genotype.json",
+                 "network.pt"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "final.json").read_text()) == pytest.approx(final)
+    assert json.loads((out / "result.json").read_text()) == pytest.approx(final)
     (record,) = read_jsonl(out / "log.jsonl")
-    assert record["epoch"] == 1 and record["test_top1_err"] == final["top1_err"]
-    assert 0 <= final["top5_err"] <= final["top1_err"] <= 100
-    model = load_network(out / "checkpoint.pt")
+    assert record["epoch"] == 1 and record["test_top1"] == final["top1"]
+    assert 0 <= final["top1"] <= final["top5"] <= 100
+    assert final["top1_err"] == pytest.approx(100 - final["top1"])
+    model = load_network(out / "network.pt")
+    assert load_network(out / "checkpoint.pt").state_dict().keys() == model.state_dict().keys()
     assert final["params"] == sum(p.numel() for p in model.parameters()) - sum(
         p.numel() for p in model.auxiliary_head.parameters()
     )
@@ -113,7 +114,7 @@ def test_quick_end_to_end_on_digits(tmp_path) -> None:
     train_set, _, test_set = load_digits(16)
     mean, std = channel_stats(train_set)
     loader = TensorLoader(test_set, 64, augment=Augment(mean, std, 0, False))
-    assert evaluate(model, loader)["top1_err"] == pytest.approx(final["top1_err"])
+    assert evaluate(model, loader)["top1"] == pytest.approx(final["top1"])
 
 
 def test_resume_matches_uninterrupted(digits, tmp_path) -> None:
@@ -124,19 +125,34 @@ def test_resume_matches_uninterrupted(digits, tmp_path) -> None:
     resumed = train(
         TrainConfig(epochs=2, out=str(tmp_path / "cut"), resume=True, **common), *digits
     )
-    for key in ("top1_err", "top5_err", "test_loss", "train_loss"):
+    for key in ("top1", "top5", "test_loss", "train_loss"):
         assert resumed[key] == full[key], key
-    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
-    b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["state"]["model"]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["state"]["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=0, rtol=0)
     log = read_jsonl(tmp_path / "cut" / "log.jsonl")
     assert [r["epoch"] for r in log] == [1, 2]
-    with pytest.raises(ValueError, match="different architecture"):
+    with pytest.raises(ValueError, match="channels: 4 -> 8"):
         train(TrainConfig(epochs=2, out=str(tmp_path / "cut"), resume=True,
                           **{**common, "channels": 8}), *digits)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(TrainConfig(out=str(tmp_path / "none"), resume=True, **common), *digits)
+
+
+def test_a_diverging_run_stops_keeps_its_checkpoint_and_writes_no_nan(digits, tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(epochs=1, out=str(out), **TINY), *digits)
+    good = load_checkpoint(out / "checkpoint.pt")["state"]["model"]
+    (out / "result.json").unlink()
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step \d+.*after epoch 1.*--lr"):
+        train(TrainConfig(epochs=3, lr=1e12, out=str(out), resume=True, **TINY), *digits)
+    kept = load_checkpoint(out / "checkpoint.pt")
+    assert kept["epoch"] == 1
+    assert all(torch.equal(good[k], kept["state"]["model"][k]) for k in good)
+    assert not (out / "result.json").exists()
+    for name in ("log.jsonl", "genotype.json"):
+        assert "NaN" not in (out / name).read_text() and "Infinity" not in (out / name).read_text()
 
 
 def test_imagenet_mobile_one_step_on_random_224(tmp_path) -> None:
@@ -154,10 +170,10 @@ def test_imagenet_mobile_one_step_on_random_224(tmp_path) -> None:
     )
     final = train(config, data, data)
     assert math.isfinite(final["train_loss"]) and 0 < final["macs"] < 600_000_000
-    state = load_checkpoint(tmp_path / "imagenet" / "checkpoint.pt")
+    state = load_checkpoint(tmp_path / "imagenet" / "network.pt", "network")
     assert state["arch"]["network"] == "imagenet" and state["arch"]["num_classes"] == 3
     with pytest.raises(ValueError, match="over max_macs"):
-        train(dataclasses.replace(config, max_macs=1000), data, data)
+        train(dataclasses.replace(config, max_macs=1000, overwrite=True), data, data)
 
 
 def test_ddp_two_processes_rank0_writes(tmp_path) -> None:
@@ -165,31 +181,16 @@ def test_ddp_two_processes_rank0_writes(tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--standalone", str(ROOT / "examples" / "train.py"), "--quick", "--layers", "3",
+        "--standalone", "-m", "nos_ops", "train", "--layers", "3",
         "--channels", "4", "--epochs", "1", "--batch-size", "128", "--device", "cpu",
         "--no-progress", "--out", str(out),
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("top-1 error") == 1  # only rank 0 reports
+    assert result.stdout.count("test top-1") == 1  # only rank 0 reports
     (record,) = read_jsonl(out / "log.jsonl")  # one record: rank 1 appended nothing
     assert record["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "curves.png", "final.json", "genotype.json", "log.jsonl"
+        "checkpoint.pt", "curves.png", "genotype.json", "log.jsonl", "network.pt", "result.json"
     ]
     assert "world 2" in result.stderr + result.stdout
-
-
-def test_cli_resume_takes_the_checkpoint_config(tmp_path) -> None:
-    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "examples" / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    saved = TrainConfig(genotype="DARTS_V1", layers=3, channels=4, cutout=0, out=str(tmp_path))
-    save_checkpoint({"config": saved.to_dict()}, tmp_path / "checkpoint.pt")
-    config = cli.make_config(cli.parse_args(["--resume", "--out", str(tmp_path), "--epochs", "7"]))
-    assert (config.genotype, config.layers, config.channels, config.cutout) == (
-        "DARTS_V1", 3, 4, 0
-    )
-    assert config.epochs == 7 and config.resume
-    fresh = cli.make_config(cli.parse_args(["--quick", "--lr", "0.1"]))
-    assert fresh.resolved().layers == 8 and fresh.lr == 0.1 and fresh.genotype == "DARTS_V2"

@@ -4,17 +4,25 @@ The student (the proxy network) is pulled towards the teacher's spatial attentio
 three stages. An attention map is the channel-mean of squared activations, flattened and
 L2-normalised per sample (Zagoruyko and Komodakis, ICLR 2017), so the two networks may
 differ in channels but must agree in spatial size at each stage.
+
+The teacher file format is the library's: :func:`save_teacher` writes it (``nos-ops
+teacher`` does), :func:`load_teacher` reads it back as a frozen :class:`Teacher`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["attention_map", "attention_transfer_loss", "Teacher"]
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..models.teachers import create_teacher
+
+__all__ = ["attention_map", "attention_transfer_loss", "Teacher", "save_teacher", "load_teacher"]
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -132,3 +140,42 @@ class Teacher(nn.Module):
         if missing:
             raise RuntimeError(f"stage_modules {missing} did not run in the teacher's forward")
         return [outputs[name] for name in self.stage_modules]
+
+
+def save_teacher(
+    path: str | os.PathLike,
+    model: nn.Module,
+    arch: str,
+    num_classes: int,
+    image_size: int,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Write a teacher file (checkpoint kind ``"teacher"``): ``arch`` (a
+    :func:`~nos_ops.models.teachers.create_teacher` name), ``num_classes``, ``image_size``
+    (the resolution it was trained at), ``model`` (the weights) and ``metrics``."""
+    save_checkpoint(path, "teacher", {"arch": arch, "num_classes": num_classes,
+                                      "image_size": image_size, "model": model.state_dict(),
+                                      "metrics": metrics or {}})
+
+
+def load_teacher(
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    device: torch.device | str = "cpu",
+    image_size: int | None = None,
+) -> Teacher:
+    """The frozen :class:`Teacher` of a :func:`save_teacher` file, on ``device``.
+
+    ``num_classes`` and ``image_size``, when given, must match the file's (a teacher trained
+    on other data or at another resolution would guide the search with the wrong maps).
+    """
+    state = load_checkpoint(path, "teacher")
+    for name, wanted in (("num_classes", num_classes), ("image_size", image_size)):
+        if wanted is not None and state[name] != wanted:
+            raise ValueError(
+                f"teacher={str(path)!r} has {name}={state[name]}; the search data has "
+                f"{wanted}: train a teacher on the same data (nos-ops teacher)"
+            )
+    model = create_teacher(state["arch"], state["num_classes"])
+    model.load_state_dict(state["model"])
+    return Teacher(model).to(device)

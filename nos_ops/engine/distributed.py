@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "setup_distributed"]
+__all__ = ["DistributedContext", "gather_objects", "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,12 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistributedContext(rank, world_size, local_rank, target)
+
+
+def gather_objects(ctx: DistributedContext, obj: object) -> list[object]:
+    """``obj`` of every rank, in rank order (``[obj]`` on one process)."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

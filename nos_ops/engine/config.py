@@ -1,0 +1,110 @@
+"""Run configs: dataclasses that round-trip to JSON, a quick preset, and resume checks.
+
+Every pipeline's config (search, train, teacher, study) is a dataclass derived from
+:class:`RunConfig`, which holds the fields every run has (``seed``, ``device``, ``out``,
+``resume``, ``overwrite``, ``quick``, ``progress``); each pipeline adds ``data_dir``,
+``epochs``, ``lr`` and its own, and a class attribute ``preset`` (its quick dict).
+:data:`RESUMABLE` is the one list of fields that may differ between a checkpoint's config
+and the config that resumes it: the epoch count and the learning rate (so a run can be
+extended, or continued at a lower rate after a non-finite loss), and settings that do not
+change the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+__all__ = ["RESUMABLE", "RunConfig", "config_differences"]
+
+RESUMABLE = frozenset({
+    "epochs", "lr", "out", "resume", "overwrite", "device", "progress", "plots", "workers",
+})
+"""Config fields that may change when a run is resumed."""
+
+C = TypeVar("C", bound="RunConfig")
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"field: saved -> current"`` for every field outside :data:`RESUMABLE` that differs."""
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in keys
+        if k not in RESUMABLE and saved.get(k) != current.get(k)
+    ]
+
+
+@dataclass
+class RunConfig:
+    """The fields every run has; base of the pipeline configs (see the module docstring).
+
+    ``seed`` fixes every random draw; ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``;
+    ``out`` is the run folder, which ``resume`` continues and ``overwrite`` empties first;
+    ``quick`` (None: quick exactly when ``data_dir`` is None) applies :attr:`preset`;
+    ``progress`` shows progress bars (the per-epoch lines print either way).
+    """
+
+    preset: ClassVar[dict[str, Any]] = {}
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/run"
+    resume: bool = False
+    overwrite: bool = False
+    quick: bool | None = None
+    progress: bool = True
+
+    @property
+    def is_quick(self) -> bool:
+        """``quick``, or, when it is None, whether the run uses the bundled digits."""
+        quick = getattr(self, "quick", None)
+        return getattr(self, "data_dir", None) is None if quick is None else bool(quick)
+
+    def resolved(self: C) -> C:
+        """This config with the quick preset given to the fields still at their default
+        (when :attr:`is_quick`; ``image_size`` only for the digits) and ``quick`` made
+        explicit."""
+        if getattr(self, "_resolved", False):
+            return self
+        if not self.is_quick:
+            return dataclasses.replace(self, quick=False).as_resolved()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        digits = getattr(self, "data_dir", None) is None
+        changes = {
+            k: v for k, v in self.preset.items()
+            if getattr(self, k) == defaults[k] and (digits or k != "image_size")
+        }
+        return dataclasses.replace(self, **changes, quick=True).as_resolved()
+
+    def as_resolved(self: C) -> C:
+        """Mark this config as resolved (e.g. one read back from a checkpoint): its
+        :meth:`resolved` is itself, so a field set back to its default (``--epochs 25`` on a
+        quick run) keeps that value."""
+        object.__setattr__(self, "_resolved", True)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (override to convert non-JSON values)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """Inverse of :meth:`to_dict`; unknown fields raise ``TypeError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {unknown}; fields: {sorted(names)}")
+        return cls(**data)
+
+    def with_changes(self: C, **changes: Any) -> C:
+        """A copy with ``changes``; raises ``ValueError`` for fields outside
+        :data:`RESUMABLE` (what a resumed run may change)."""
+        fixed = sorted(set(changes) - RESUMABLE)
+        if fixed:
+            raise ValueError(
+                f"{fixed} cannot change when resuming; only {sorted(RESUMABLE)} can "
+                "(start a new run into another folder to change the others)"
+            )
+        changed = dataclasses.replace(self, **changes)
+        return changed.as_resolved() if getattr(self, "_resolved", False) else changed

@@ -1,0 +1,108 @@
+"""Data for the classifier pipelines: the bundled digits or CIFAR, batched for a rank.
+
+:func:`load_data` gives (train, test, mean, std); :func:`classifier_loaders` turns either
+:class:`~nos_ops.data.ImageSet` pairs (batched on the device by
+:class:`~nos_ops.data.TensorLoader`, augmented with random crop, flip and cutout) or any
+``torch.utils.data.Dataset`` pair (through a ``DataLoader`` over the rank's shard) into a
+training and a test loader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    Augment,
+    ImageSet,
+    TensorLoader,
+    channel_stats,
+    load_cifar,
+    load_digits,
+)
+from .distributed import DistributedContext
+
+__all__ = ["DatasetLoader", "load_data", "classifier_loaders"]
+
+
+class DatasetLoader:
+    """A ``DataLoader`` over a rank's shard of any ``Dataset``, reshuffled by ``set_epoch``."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool,
+                 ctx: DistributedContext, seed: int, workers: int) -> None:
+        self.sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=shuffle,
+                                          seed=seed, drop_last=False)
+        self.loader = DataLoader(dataset, batch_size, sampler=self.sampler, drop_last=drop_last,
+                                 num_workers=workers, pin_memory=ctx.device.type == "cuda",
+                                 persistent_workers=workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.loader)
+
+
+def load_data(
+    data_dir: str | os.PathLike | None = None, image_size: int | None = None
+) -> tuple[ImageSet, ImageSet, tuple[float, ...], tuple[float, ...]]:
+    """(train, test, mean, std): CIFAR-10/100 from ``data_dir``, or the bundled digits.
+
+    Digits: the train and test splits of :func:`~nos_ops.data.load_digits` at
+    ``image_size`` (default 32) and their train-set channel statistics. CIFAR: the standard
+    train/test sets (32x32; other ``image_size`` values raise) and their constants.
+    """
+    if data_dir is None:
+        train_set, _, test_set = load_digits(image_size or 32)
+        return (train_set, test_set, *channel_stats(train_set))
+    if image_size not in (None, 32):
+        raise ValueError(f"image_size={image_size} is not valid for CIFAR; its images are "
+                         "32x32 (leave image_size None)")
+    train_set = load_cifar(os.path.expanduser(data_dir), train=True)
+    test_set = load_cifar(os.path.expanduser(data_dir), train=False)
+    if train_set.num_classes == 100:
+        return train_set, test_set, CIFAR100_MEAN, CIFAR100_STD
+    return train_set, test_set, CIFAR10_MEAN, CIFAR10_STD
+
+
+def classifier_loaders(
+    train_data: ImageSet | Dataset, test_data: ImageSet | Dataset, ctx: DistributedContext, *,
+    batch_size: int, seed: int, cutout: int = 0, mean: Any = None, std: Any = None,
+    workers: int = 0, num_classes: int | None = None, image_size: int | None = None,
+) -> tuple[Any, Any, int, int]:
+    """(train loader, test loader, num_classes, image size) for a rank; ``batch_size`` is the
+    global batch (split over ranks)."""
+    if batch_size % ctx.world_size:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the world size "
+                         f"{ctx.world_size} (it is the global batch)")
+    batch = batch_size // ctx.world_size
+    if isinstance(train_data, ImageSet):
+        if not isinstance(test_data, ImageSet):
+            raise TypeError("train_data is an ImageSet, so test_data must be one too")
+        if mean is None:
+            mean, std = channel_stats(train_data)
+        size = train_data.images.shape[-1]
+        common = {"device": ctx.device, "seed": seed, "rank": ctx.rank,
+                  "world_size": ctx.world_size}
+        train = TensorLoader(train_data, batch, shuffle=True, drop_last=True,
+                             augment=Augment(mean, std, max(1, size // 8), True, cutout), **common)
+        test = TensorLoader(test_data, batch, augment=Augment(mean, std, 0, False, 0), **common)
+        return train, test, train_data.num_classes, size
+    num_classes = getattr(train_data, "num_classes", None) or num_classes
+    if num_classes is None:
+        raise ValueError("train_data has no num_classes attribute; set config.num_classes")
+    size = image_size or int(train_data[0][0].shape[-1])
+    train = DatasetLoader(train_data, batch, True, True, ctx, seed, workers)
+    test = DatasetLoader(test_data, batch, False, False, ctx, seed, workers)
+    return train, test, num_classes, size
