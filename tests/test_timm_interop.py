@@ -18,6 +18,7 @@ from nos_ops import (  # noqa: E402
     BlockGene,
     CellGene,
     Genotype,
+    MixedHeteroOp,
     NOSNetCIFAR,
     NOSNetImageNet,
     create_op,
@@ -129,6 +130,11 @@ def test_timm_ops_in_a_space_and_a_derived_cell() -> None:
     )
     model = NOSNetCIFAR(Genotype(cell, cell), **SMALL).eval()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for stride in (1, 2):
+        edge = MixedHeteroOp(16, stride, space)
+        out = edge(torch.randn(2, 16, 8, 8), torch.randn(len(space.ops)).softmax(-1))
+        assert out.features.shape == (2, 16, 8 // stride, 8 // stride)
+        assert out.attention is not None
 
 
 @pytest.mark.parametrize(

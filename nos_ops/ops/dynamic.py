@@ -306,7 +306,8 @@ def dynamic_depthwise_conv2d(
     Args:
         x: features, B x C x H x W.
         kernels: per-sample depthwise kernels, B x C x k x k with k odd.
-        stride, dilation: as in ``F.conv2d``.
+        stride: as in ``F.conv2d``.
+        dilation: as in ``F.conv2d``.
         impl: ``"grouped"`` folds the batch into the groups of one ``F.conv2d`` (fastest
             eager path); ``"shifted"`` sums k*k shifted multiply-adds, which traces with a
             dynamic batch under ``torch.export``/``torch.compile``/ONNX; ``"auto"`` picks

@@ -136,7 +136,8 @@ def weight_step(
         model: a search network (``arch_parameters``, ``weight_parameters``,
             ``forward_stages``), or the DDP model of :func:`wrap_ddp`.
         optimizer: the weight optimiser (SGD in the paper), over the weight parameters.
-        x, y: a training batch, B x 3 x H x W and B.
+        x: a training batch of images, B x 3 x H x W.
+        y: its labels, B.
         teacher: ``teacher(x)`` -> its stage outputs (no grad), or None for no ``L_AT``.
         at_weight: lambda of Eq. 12 (1e3 in the paper).
         grad_clip: max gradient norm of the weights (5 as in DARTS); None to not clip.
@@ -207,7 +208,9 @@ class Architect:
 
     Args:
         model: the search network (or its DDP wrapper; the architect uses the bare network).
-        lr, weight_decay, betas: Adam for A (Appendix A1: 6e-4, 1e-3; betas as DARTS).
+        lr: Adam's learning rate for A (Appendix A1: 6e-4).
+        weight_decay: Adam's weight decay for A (Appendix A1: 1e-3).
+        betas: Adam's betas for A (as DARTS).
         second_order: DARTS's unrolled approximation of Theta* (Eq. 13 through one virtual
             weight step) instead of the current weights (first order).
         at_weight: lambda of Eqs. 12-13.
