@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -227,7 +228,7 @@ def make_config(args: argparse.Namespace) -> Any:
 
 def describe_genotype(genotype: Any) -> str:
     """The genotype as text, with the node names of its picture (``c_{k-2}``, ``c_{k-1}``,
-    ``0``, ``1``, ...; ``k*`` is node k's tier-1 sum, which the tier-2 op calibrates)."""
+    ``0``, ``1``, ...; ``k'`` is node k's surrogate, the tier-1 sum the tier-2 op maps to k)."""
     from .search.task import node_name
 
     lines = []
@@ -236,15 +237,24 @@ def describe_genotype(genotype: Any) -> str:
         lines.append(f"{name} cell (output: concat of nodes {concat})")
         for i, block in enumerate(cell.blocks):
             edges = " + ".join(f"{op}({node_name(source)})" for op, source in block.edges)
-            tier2 = f" | tier 2: {block.tier2}({i}*)" if block.tier2 else ""
-            lines.append(f"  node {i} <- {edges}{tier2}")
+            if block.tier2 is None:
+                lines.append(f"  node {i} <- {edges}")
+            else:
+                lines.append(f"  node {i}' <- {edges};  node {i} <- {block.tier2}({i}')")
     return "\n".join(lines)
+
+
+def _rank0() -> bool:
+    """Whether this is the process that reports (rank 0 under ``torchrun``)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _teacher(config: Any) -> None:
     from .teacher import train_teacher
 
     result = train_teacher(config)
+    if not _rank0():
+        return
     echo(f"{result['arch']} teacher: test top-1 {result['test_top1']:.2f}%, trained in "
          f"{result['train_s']:.0f} s; saved {result['path']}")
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
@@ -256,6 +266,8 @@ def _search(config: Any) -> None:
 
     began = time.perf_counter()
     genotype = run_search(config)
+    if not _rank0():
+        return
     out = Path(config.out)
     result = load_result(out)
     echo(describe_genotype(genotype))
@@ -289,6 +301,8 @@ def _train(config: Any, args: argparse.Namespace) -> None:
                                                      and v is not None}))
         return
     final = train(config)
+    if not _rank0():
+        return
     if final.get("top1") is not None:
         echo(f"test top-1 {final['top1']:.2f}% (error {final['top1_err']:.2f}%), top-5 "
              f"{final['top5']:.2f}%, {final['params'] / 1e6:.3f}M params, "

@@ -217,3 +217,16 @@ def test_quick_is_the_default_on_the_digits():
     paper = SearchConfig(data_dir="cifar").resolved()
     assert not paper.quick and (paper.channels, paper.layers, paper.epochs) == (16, 8, 25)
     assert SearchConfig(data_dir="cifar", quick=True).resolved().image_size is None
+
+
+def test_auto_teacher_is_reused_from_beside_the_run(tmp_path, capsys):
+    save_teacher(tmp_path / "teacher" / "teacher.pt", create_teacher("resnet18", 10),
+                 "resnet18", 10, 8, {"arch": "resnet18", "test_top1": 50.0, "train_s": 12.0,
+                                     "path": str(tmp_path / "teacher" / "teacher.pt")})
+    run_search(_config(tmp_path / "search", teacher="auto", epochs=1))
+    printed = capsys.readouterr().out
+    assert "reusing" in printed and "trained in 12 s" in printed and "attention-guided" in printed
+    result = json.loads((tmp_path / "search" / "result.json").read_text())
+    assert result["teacher"]["reused"] and result["teacher"]["train_s"] == 12.0
+    saved = load_checkpoint(tmp_path / "search" / "checkpoint.pt")["config"]
+    assert saved["teacher"] == str(tmp_path / "teacher" / "teacher.pt")  # resume needs no auto

@@ -22,6 +22,7 @@ from nos_ops.engine import (
     read_jsonl,
     train_one_epoch,
 )
+from nos_ops.engine import run as engine_run
 from nos_ops.network import build_network, load_network
 from nos_ops.train import TrainConfig, imagenet_mobile_config, learning_rate, train
 
@@ -117,11 +118,19 @@ def test_quick_end_to_end_on_digits(tmp_path) -> None:
     assert evaluate(model, loader)["top1"] == pytest.approx(final["top1"])
 
 
-def test_resume_matches_uninterrupted(digits, tmp_path) -> None:
+def test_resume_after_a_crash_matches_uninterrupted(digits, tmp_path, monkeypatch) -> None:
     common = {**TINY, "drop_path": 0.3, "cutout": 4, "seed": 3}
     full = train(TrainConfig(epochs=2, out=str(tmp_path / "full"), **common), *digits)
-    # an interrupted run: one epoch (its checkpoint), then resume to the same 2 epochs
-    train(TrainConfig(epochs=1, out=str(tmp_path / "cut"), **common), *digits)
+    save = engine_run.save_checkpoint
+
+    def crash_after_saving(*args, **kwargs):  # killed right after epoch 1's checkpoint
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_run, "save_checkpoint", crash_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(epochs=2, out=str(tmp_path / "cut"), **common), *digits)
+    monkeypatch.undo()
     resumed = train(
         TrainConfig(epochs=2, out=str(tmp_path / "cut"), resume=True, **common), *digits
     )

@@ -81,11 +81,13 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Remove temporary files that killed saves left in ``folder``; returns them."""
+    """Remove temporary files that killed saves left in ``folder`` (ours, and ``*.tmp`` of
+    other atomic writers such as ``Genotype.save``); returns them."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    left = [p for p in folder.iterdir() if p.name.startswith(".") and _TMP in p.name]
+    left = [p for p in folder.iterdir() if p.is_file() and (
+        (p.name.startswith(".") and _TMP in p.name) or p.name.endswith(".tmp"))]
     for path in left:
         path.unlink(missing_ok=True)
     return left

@@ -61,7 +61,7 @@ def _datasets(config: SearchConfig) -> tuple:
 
 def node_name(index: int) -> str:
     """A cell node's name as the pictures write it: ``c_{k-2}``, ``c_{k-1}`` (the inputs),
-    then ``0``, ``1``, ... (a genotype's source index minus 2); ``k*`` is the surrogate node
+    then ``0``, ``1``, ... (a genotype's source index minus 2); ``k'`` is the surrogate node
     (tier 1's sum) of node k."""
     return ("c_{k-2}", "c_{k-1}")[index] if index < 2 else str(index - 2)
 
@@ -69,19 +69,22 @@ def node_name(index: int) -> str:
 def op_margins(net: SearchNetwork, genotype: Genotype) -> dict[str, Any]:
     """How clearly each chosen op won: its softmax weight on its edge divided by the uniform
     weight 1/|O|, per chosen op (``normal``, ``reduce``: lists of ``{"edge", "op",
-    "margin"}``, edges named by :func:`node_name`, ``k*->k`` the tier-2 edge of node k), and
+    "margin"}``, edges named by :func:`node_name`; in a two-tier block the tier-1 edges enter
+    the surrogate node ``k'`` and ``k'->k`` is its tier-2 edge), and
     ``mean`` over all chosen edges of both cells."""
     ops, out = net.space.ops, {}
     for name, cell, alphas in (("normal", genotype.normal, net.alphas_normal),
                                ("reduce", genotype.reduce, net.alphas_reduce)):
         probs, rows, offset = alphas.detach().float().softmax(-1).cpu(), [], 0
         for node, block in enumerate(cell.blocks):
-            picks = [(op, source, offset + source) for op, source in block.edges]
+            target = f"{node}'" if block.tier2 is not None else str(node)
+            picks = [(op, f"{node_name(source)}->{target}", offset + source)
+                     for op, source in block.edges]
             if block.tier2 is not None:
-                picks.append((block.tier2, node, net.space.tier1_edges + node))
-            rows += [{"edge": f"{node_name(src) if row < net.space.tier1_edges else f'{node}*'}"
-                      f"->{node}", "op": op, "margin": float(probs[row, ops.index(op)]) * len(ops)}
-                     for op, src, row in picks]
+                picks.append((block.tier2, f"{node}'->{node}", net.space.tier1_edges + node))
+            rows += [{"edge": edge, "op": op,
+                      "margin": float(probs[row, ops.index(op)]) * len(ops)}
+                     for op, edge, row in picks]
             offset += 2 + node
         out[name] = rows
     margins = [r["margin"] for name in ("normal", "reduce") for r in out[name]]
