@@ -109,3 +109,16 @@ def test_errors_name_the_folder(tmp_path) -> None:
         load_weights(tmp_path)
     with pytest.raises(TypeError, match="expected an evaluation network"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_a_network_file_becomes_a_shareable_folder(tmp_path) -> None:
+    """network.pt (what nos-ops train writes) -> save_pretrained -> from_pretrained."""
+    from nos_ops.network import build_network, load_network, save_network
+
+    arch = {"network": "cifar", "channels": 8, "layers": 3, "num_classes": 4, "auxiliary": True}
+    model = _randomised(build_network(arch, NOS_GENOTYPE))
+    save_network(tmp_path / "network.pt", model, arch, NOS_GENOTYPE)
+    save_pretrained(load_network(tmp_path / "network.pt"), tmp_path / "share")
+    loaded = from_pretrained(tmp_path / "share")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x)[0], rtol=0, atol=0)

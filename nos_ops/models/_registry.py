@@ -223,7 +223,6 @@ _CIFAR_CFG: dict[str, Any] = {
     "std": CIFAR10_STD,
     "first_conv": "stem.0",
     "classifier": "classifier",
-    "license": "mit",
 }
 _IMAGENET_CFG: dict[str, Any] = {
     "num_classes": 1000,
@@ -237,7 +236,6 @@ _IMAGENET_CFG: dict[str, Any] = {
     "std": IMAGENET_STD,
     "first_conv": "stem0.0",
     "classifier": "classifier",
-    "license": "mit",
 }
 
 
