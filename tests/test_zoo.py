@@ -84,3 +84,13 @@ def test_conv_7x1_1x7_is_built_as_darts_builds_it() -> None:
     assert conv1.bias is None and conv2.bias is None and not bn.affine
     # 2 * C * C * 7 conv weights (+ 2C BN affine)
     assert sum(p.numel() for p in create_op("conv_7x1_1x7", 4).parameters()) == 2 * 16 * 7 + 8
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_sep_conv_7x7_parameter_count_is_darts(affine: bool) -> None:
+    # DARTS SepConv(C, C, 7, stride, 3): twice (7x7 depthwise, 1x1 pointwise, BN)
+    c, bn = 16, (32 if affine else 0)
+    op = create_op("sep_conv_7x7", c, 2, affine)
+    assert sum(p.numel() for p in op.parameters()) == 2 * (49 * c + c * c + bn)
+    assert op[0][1].stride == (2, 2) and op[1][1].stride == (1, 1)
+    assert op[0][1].padding == (3, 3) and op[0][1].kernel_size == (7, 7)
