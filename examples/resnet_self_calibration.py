@@ -25,8 +25,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--overwrite", action="store_true", help="empty --out first")
     args = parser.parse_args(argv)
-    run_study(StudyConfig(data_dir=args.data_dir, quick=args.quick, ops=args.op or list(OPS),
-                          stages=args.stages, out=args.out, overwrite=args.overwrite))
+    run_study(
+        StudyConfig(
+            data_dir=args.data_dir,
+            quick=args.quick,
+            ops=args.op or list(OPS),
+            stages=args.stages,
+            out=args.out,
+            overwrite=args.overwrite,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,12 +34,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.data_dir is None:
         torch.set_num_threads(1)  # the quick supernet runs thousands of tiny ops per step
     began = time.perf_counter()
-    genotype = run_search(SearchConfig(data_dir=args.data_dir, teacher=args.teacher,
-                                       out=args.out, resume=args.resume,
-                                       overwrite=args.overwrite))
+    genotype = run_search(
+        SearchConfig(
+            data_dir=args.data_dir,
+            teacher=args.teacher,
+            out=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
+    )
     print(describe_genotype(genotype))
-    print(f"done in {time.perf_counter() - began:.0f} s (teacher included); train the cell: "
-          f"python examples/train.py --genotype {args.out}/genotype.json")
+    print(
+        f"done in {time.perf_counter() - began:.0f} s (teacher included); train the cell: "
+        f"python examples/train.py --genotype {args.out}/genotype.json"
+    )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/train")
     parser.add_argument("--overwrite", action="store_true", help="empty --out first")
     args = parser.parse_args(argv)
-    config = TrainConfig(genotype=args.genotype, data_dir=args.data_dir, quick=args.quick,
-                         out=args.out, overwrite=args.overwrite)
+    config = TrainConfig(
+        genotype=args.genotype,
+        data_dir=args.data_dir,
+        quick=args.quick,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
     final = train(config)
-    print(f"test top-1 {final['top1']:.2f}%, {final['params'] / 1e6:.3f}M params, "
-          f"{final['macs'] / 1e6:.1f}M MACs: {args.out}/network.pt")
+    print(
+        f"test top-1 {final['top1']:.2f}%, {final['params'] / 1e6:.3f}M params, "
+        f"{final['macs'] / 1e6:.1f}M MACs: {args.out}/network.pt"
+    )
 
 
 if __name__ == "__main__":

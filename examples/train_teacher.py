@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = TeacherConfig(data_dir=args.data_dir, out=args.out, overwrite=args.overwrite)
     result = train_teacher(config)
-    print(f"{result['arch']}: test top-1 {result['test_top1']:.2f}% in {result['train_s']:.0f} s;"
-          f" search with it: SearchConfig(teacher={result['path']!r}, data_dir=...)")
+    print(
+        f"{result['arch']}: test top-1 {result['test_top1']:.2f}% in {result['train_s']:.0f} s;"
+        f" search with it: SearchConfig(teacher={result['path']!r}, data_dir=...)"
+    )
 
 
 if __name__ == "__main__":

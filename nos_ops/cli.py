@@ -34,27 +34,41 @@ from .engine import (
 __all__ = ["main", "build_parser", "make_config", "describe_genotype"]
 
 _DESCRIPTIONS = {
-    "teacher": ("Train the teacher of attention-guided search (Sec. 3.3, 4.2; App. A1).",
-                "nos-ops teacher                      # quick: ResNet-18 on the digits\n"
-                "nos-ops teacher --data-dir ~/data/cifar-10-batches-py   # PyramidNet-110"),
-    "search": ("Attention-guided Neural Operator Search (Sec. 3.3, 4.2; Eqs. 10-13).",
-               "nos-ops search                       # quick teacher + quick search, digits\n"
-               "nos-ops search --no-teacher          # the w/o-AGS ablation\n"
-               "nos-ops search --data-dir ~/data/cifar-10-batches-py --teacher "
-               "runs/teacher/teacher.pt"),
-    "train": ("Train an evaluation network from a genotype (Sec. 4.3; App. A1, A2).",
-              "nos-ops train --genotype runs/search/genotype.json   # quick, digits\n"
-              "nos-ops train --genotype genotype.json --data-dir ~/data/cifar-10-batches-py"),
-    "study": ("ResNet-18 with each self-calibration op (Sec. 4.1, Table 1).",
-              "nos-ops study --op dynamic_conv_3x3 --op channel_attention   # quick, digits"),
-    "export": ("Export a trained network (Sec. 4.3) with torch.export (.pt2) or to ONNX.",
-               "nos-ops export --network runs/train/network.pt --format onnx --out net.onnx"),
+    "teacher": (
+        "Train the teacher of attention-guided search (Sec. 3.3, 4.2; App. A1).",
+        "nos-ops teacher                      # quick: ResNet-18 on the digits\n"
+        "nos-ops teacher --data-dir ~/data/cifar-10-batches-py   # PyramidNet-110",
+    ),
+    "search": (
+        "Attention-guided Neural Operator Search (Sec. 3.3, 4.2; Eqs. 10-13).",
+        "nos-ops search                       # quick teacher + quick search, digits\n"
+        "nos-ops search --no-teacher          # the w/o-AGS ablation\n"
+        "nos-ops search --data-dir ~/data/cifar-10-batches-py --teacher "
+        "runs/teacher/teacher.pt",
+    ),
+    "train": (
+        "Train an evaluation network from a genotype (Sec. 4.3; App. A1, A2).",
+        "nos-ops train --genotype runs/search/genotype.json   # quick, digits\n"
+        "nos-ops train --genotype genotype.json --data-dir ~/data/cifar-10-batches-py",
+    ),
+    "study": (
+        "ResNet-18 with each self-calibration op (Sec. 4.1, Table 1).",
+        "nos-ops study --op dynamic_conv_3x3 --op channel_attention   # quick, digits",
+    ),
+    "export": (
+        "Export a trained network (Sec. 4.3) with torch.export (.pt2) or to ONNX.",
+        "nos-ops export --network runs/train/network.pt --format onnx --out net.onnx",
+    ),
 }
 
 # per subcommand: (flag, config field, type or action, help); defaults are shown from the config
 _COMMON = [
-    ("--data-dir", "data_dir", str, "cifar-10-batches-py or cifar-100-python folder "
-     "(leave out: the bundled digits, quick)"),
+    (
+        "--data-dir",
+        "data_dir",
+        str,
+        "cifar-10-batches-py or cifar-100-python folder (leave out: the bundled digits, quick)",
+    ),
     ("--epochs", "epochs", int, "epochs"),
     ("--batch-size", "batch_size", int, "global batch"),
     ("--lr", "lr", float, "initial learning rate"),
@@ -65,33 +79,43 @@ _COMMON = [
 ]
 _AMP = [("--amp", "amp", ("none", "bf16", "fp16"), "mixed precision")]
 _FLAGS: dict[str, list[tuple[str, str, Any, str]]] = {
-    "teacher": _COMMON + _AMP + [
+    "teacher": _COMMON
+    + _AMP
+    + [
         ("--arch", "arch", ("pyramidnet110", "resnet18"), "teacher network"),
         ("--lr-step", "lr_step", int, "epochs between lr decays"),
         ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cap the steps per epoch"),
     ],
-    "search": _COMMON + _AMP + [
+    "search": _COMMON
+    + _AMP
+    + [
         ("--space", "space", str, "search space (nos, darts, feature, ...)"),
         ("--channels", "channels", int, "initial channels of the supernet"),
         ("--layers", "layers", int, "cells of the supernet"),
         ("--partial-channels", "partial_channels", int, "PC-DARTS K (1: off)"),
         ("--warmup-epochs", "warmup_epochs", int, "epochs of weight steps only"),
         ("--at-weight", "at_weight", float, "lambda of Eqs. 12-13"),
-        ("--teacher-dir", "teacher_dir", str, "folder of the quick teacher (default: "
-         "'teacher' beside --out)"),
+        (
+            "--teacher-dir",
+            "teacher_dir",
+            str,
+            "folder of the quick teacher (default: 'teacher' beside --out)",
+        ),
         ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cap the steps per epoch"),
     ],
-    "train": _COMMON + _AMP + [
+    "train": _COMMON
+    + _AMP
+    + [
         ("--genotype", "genotype", str, "genotype.json or a name (DARTS_V2, ...)"),
         ("--layers", "layers", int, "cells"),
         ("--channels", "channels", int, "initial channels"),
-        ("--weight-decay", "weight_decay", float, "weight decay (None: 3e-4, 5e-4 on "
-         "CIFAR-100)"),
+        ("--weight-decay", "weight_decay", float, "weight decay (None: 3e-4, 5e-4 on CIFAR-100)"),
         ("--auxiliary-weight", "auxiliary_weight", float, "auxiliary head weight (0: none)"),
         ("--drop-path", "drop_path", float, "final drop-path probability"),
         ("--cutout", "cutout", int, "cutout length (0: off)"),
     ],
-    "study": _COMMON + [
+    "study": _COMMON
+    + [
         ("--width", "width", float, "channel multiplier of ResNet-18"),
         ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cap the steps per epoch"),
     ],
@@ -119,8 +143,9 @@ def _config_class(command: str) -> type:
 
 def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
     cls = _config_class(command)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
     for flag, name, kind, text in _FLAGS[command]:
         shown = f"default {defaults.get(name)!r}" if name in defaults else "default: all"
         shown = "no default" if shown == "default None" else shown
@@ -129,54 +154,109 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         options = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
         parser.add_argument(flag, dest=name, help=f"{text} ({shown})", **options)
     quick = parser.add_mutually_exclusive_group()
-    quick.add_argument("--quick", dest="quick", action="store_const", const=True,
-                       help="minutes on a CPU (the default without --data-dir)")
-    quick.add_argument("--no-quick", dest="quick", action="store_const", const=False,
-                       help="the paper's settings on the digits")
+    quick.add_argument(
+        "--quick",
+        dest="quick",
+        action="store_const",
+        const=True,
+        help="minutes on a CPU (the default without --data-dir)",
+    )
+    quick.add_argument(
+        "--no-quick",
+        dest="quick",
+        action="store_const",
+        const=False,
+        help="the paper's settings on the digits",
+    )
     run = parser.add_mutually_exclusive_group()
-    run.add_argument("--resume", action="store_true",
-                     help="continue --out with its checkpoint's settings; only "
-                     f"{', '.join(sorted(RESUMABLE - {'resume', 'overwrite'}))} may change")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out with its checkpoint's settings; only "
+        f"{', '.join(sorted(RESUMABLE - {'resume', 'overwrite'}))} may change",
+    )
     run.add_argument("--overwrite", action="store_true", help="empty --out first")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: 1 for a "
-                        "quick search or teacher, whose tensors are tiny)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (the "
-                        "per-epoch lines still print)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: 1 for a "
+        "quick search or teacher, whose tensors are tiny)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (the per-epoch lines still print)",
+    )
 
 
 def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
     search = parsers["search"]
     order = search.add_mutually_exclusive_group()
-    order.add_argument("--second-order", dest="second_order", action="store_const", const=True,
-                       help="DARTS's unrolled architecture gradient (default: first order)")
+    order.add_argument(
+        "--second-order",
+        dest="second_order",
+        action="store_const",
+        const=True,
+        help="DARTS's unrolled architecture gradient (default: first order)",
+    )
     order.add_argument("--first-order", dest="second_order", action="store_const", const=False)
     guide = search.add_mutually_exclusive_group()
-    guide.add_argument("--teacher", dest="teacher", metavar="PATH",
-                       help="teacher.pt of nos-ops teacher (default: train or reuse the quick "
-                       "digits teacher)")
-    guide.add_argument("--no-teacher", dest="teacher", action="store_const", const="",
-                       help="no attention transfer: the paper's w/o-AGS ablation")
+    guide.add_argument(
+        "--teacher",
+        dest="teacher",
+        metavar="PATH",
+        help="teacher.pt of nos-ops teacher (default: train or reuse the quick digits teacher)",
+    )
+    guide.add_argument(
+        "--no-teacher",
+        dest="teacher",
+        action="store_const",
+        const="",
+        help="no attention transfer: the paper's w/o-AGS ablation",
+    )
     search.add_argument("--no-plots", dest="plots", action="store_const", const=False)
     train = parsers["train"]
     train.add_argument("--channels-last", dest="channels_last", action="store_const", const=True)
     train.add_argument("--compile", dest="compile", action="store_const", const=True)
-    train.add_argument("--imagenet-mobile", action="store_true",
-                       help="the ImageNet-mobile recipe: print its MACs and parameters, exit")
+    train.add_argument(
+        "--imagenet-mobile",
+        action="store_true",
+        help="the ImageNet-mobile recipe: print its MACs and parameters, exit",
+    )
     study = parsers["study"]
-    study.add_argument("--op", dest="ops", action="append", metavar="OP",
-                       help="self-calibration op to add (repeatable; default all)")
-    study.add_argument("--stages", dest="stages", type=int, nargs="+",
-                       help="ResNet stages to add the op after (default 1 2 3)")
+    study.add_argument(
+        "--op",
+        dest="ops",
+        action="append",
+        metavar="OP",
+        help="self-calibration op to add (repeatable; default all)",
+    )
+    study.add_argument(
+        "--stages",
+        dest="stages",
+        type=int,
+        nargs="+",
+        help="ResNet stages to add the op after (default 1 2 3)",
+    )
     export = parsers["export"]
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--network", help="network.pt of nos-ops train (or its checkpoint.pt)")
     source.add_argument("--genotype", help="an untrained network from a genotype")
     export.add_argument("--format", choices=("torch", "onnx"), default="torch")
     export.add_argument("--out", required=True, help="output file (.pt2 or .onnx)")
-    for flag, default in (("--layers", 20), ("--channels", 36), ("--num-classes", 10),
-                          ("--image-size", 32), ("--batch-size", 2)):
-        export.add_argument(flag, type=int, default=default, help=f"(default {default}; "
-                            "--genotype only, except --batch-size)")
+    for flag, default in (
+        ("--layers", 20),
+        ("--channels", 36),
+        ("--num-classes", 10),
+        ("--image-size", 32),
+        ("--batch-size", 2),
+    ):
+        export.add_argument(
+            flag,
+            type=int,
+            default=default,
+            help=f"(default {default}; --genotype only, except --batch-size)",
+        )
     export.add_argument("--static-batch", action="store_true", help="fix the batch dimension")
 
 
@@ -186,15 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = _Parser(prog="nos-ops", description="Neural Operator Search (Li, Gong, Zhu, "
-                     "2023): teacher, search, train, study and export pipelines.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
+    parser = _Parser(
+        prog="nos-ops",
+        description="Neural Operator Search (Li, Gong, Zhu, "
+        "2023): teacher, search, train, study and export pipelines.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     parsers = {}
     for name, (text, example) in _DESCRIPTIONS.items():
         parsers[name] = commands.add_parser(
-            name, help=text, description=text, epilog=f"examples:\n{example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            name,
+            help=text,
+            description=text,
+            epilog=f"examples:\n{example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name != "export":
             _add_flags(parsers[name], name)
     _add_extras(parsers)
@@ -255,8 +343,10 @@ def _teacher(config: Any) -> None:
     result = train_teacher(config)
     if not _rank0():
         return
-    echo(f"{result['arch']} teacher: test top-1 {result['test_top1']:.2f}%, trained in "
-         f"{result['train_s']:.0f} s; saved {result['path']}")
+    echo(
+        f"{result['arch']} teacher: test top-1 {result['test_top1']:.2f}%, trained in "
+        f"{result['train_s']:.0f} s; saved {result['path']}"
+    )
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
     echo(f"next: nos-ops search{data} --teacher {result['path']}")
 
@@ -275,12 +365,17 @@ def _search(config: Any) -> None:
     if teacher.get("path"):
         took = teacher.get("train_s")
         how = "reused" if teacher.get("reused") else "trained"
-        echo(f"teacher: {teacher['path']} ({how}; its training took "
-             f"{took:.0f} s)" if took is not None else f"teacher: {teacher['path']}")
+        echo(
+            f"teacher: {teacher['path']} ({how}; its training took {took:.0f} s)"
+            if took is not None
+            else f"teacher: {teacher['path']}"
+        )
     else:
         echo("teacher: none (w/o AGS)")
-    echo(f"searched in {time.perf_counter() - began:.0f} s; margin of the chosen ops "
-         f"{result['margins']['mean']:.2f}; genotype: {out / 'genotype.json'}")
+    echo(
+        f"searched in {time.perf_counter() - began:.0f} s; margin of the chosen ops "
+        f"{result['margins']['mean']:.2f}; genotype: {out / 'genotype.json'}"
+    )
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
     echo(f"next: nos-ops train --genotype {out / 'genotype.json'}{data}")
 
@@ -296,17 +391,25 @@ def _train(config: Any, args: argparse.Namespace) -> None:
     from .train import imagenet_mobile_config, train
 
     if args.imagenet_mobile:
-        _describe_imagenet(imagenet_mobile_config(**{k: v for k, v in vars(args).items()
-                                                     if k in ("genotype", "layers", "channels")
-                                                     and v is not None}))
+        _describe_imagenet(
+            imagenet_mobile_config(
+                **{
+                    k: v
+                    for k, v in vars(args).items()
+                    if k in ("genotype", "layers", "channels") and v is not None
+                }
+            )
+        )
         return
     final = train(config)
     if not _rank0():
         return
     if final.get("top1") is not None:
-        echo(f"test top-1 {final['top1']:.2f}% (error {final['top1_err']:.2f}%), top-5 "
-             f"{final['top5']:.2f}%, {final['params'] / 1e6:.3f}M params, "
-             f"{final['macs'] / 1e6:.1f}M MACs; network: {Path(final['out']) / 'network.pt'}")
+        echo(
+            f"test top-1 {final['top1']:.2f}% (error {final['top1_err']:.2f}%), top-5 "
+            f"{final['top5']:.2f}%, {final['params'] / 1e6:.3f}M params, "
+            f"{final['macs'] / 1e6:.1f}M MACs; network: {Path(final['out']) / 'network.pt'}"
+        )
     echo(f"next: nos-ops export --network {Path(final['out']) / 'network.pt'} --out net.pt2")
 
 
@@ -315,15 +418,23 @@ def _describe_imagenet(config: Any) -> None:
     from .network import build_network
     from .profile import count_macs, count_params
 
-    arch = {"network": "imagenet", "channels": config.channels, "layers": config.layers,
-            "num_classes": 1000, "auxiliary": True, "image_size": config.image_size}
+    arch = {
+        "network": "imagenet",
+        "channels": config.channels,
+        "layers": config.layers,
+        "num_classes": 1000,
+        "auxiliary": True,
+        "image_size": config.image_size,
+    }
     model = build_network(arch, get_genotype(config.genotype))
     params = count_params(model) - count_params(model.auxiliary_head)
     macs = count_macs(model, torch.zeros(1, 3, config.image_size, config.image_size))
-    echo(f"ImageNet-mobile: {config.layers} cells, {config.channels} channels: "
-         f"{params / 1e6:.2f}M params (without the auxiliary head), {macs / 1e6:.1f}M MACs "
-         f"(limit {config.max_macs / 1e6:.0f}M); train it with your Dataset through "
-         "nos_ops.train.train(imagenet_mobile_config(...), train_set, val_set)")
+    echo(
+        f"ImageNet-mobile: {config.layers} cells, {config.channels} channels: "
+        f"{params / 1e6:.2f}M params (without the auxiliary head), {macs / 1e6:.1f}M MACs "
+        f"(limit {config.max_macs / 1e6:.0f}M); train it with your Dataset through "
+        "nos_ops.train.train(imagenet_mobile_config(...), train_set, val_set)"
+    )
     if macs > config.max_macs:
         raise SystemExit(1)
 
@@ -345,16 +456,23 @@ def _export(args: argparse.Namespace) -> None:
         size = load_checkpoint(args.network, ("network", "train"))
         size = (size if size["kind"] == "network" else size["state"])["arch"]["image_size"]
     else:
-        arch = {"network": "cifar", "channels": args.channels, "layers": args.layers,
-                "num_classes": args.num_classes, "auxiliary": False}
+        arch = {
+            "network": "cifar",
+            "channels": args.channels,
+            "layers": args.layers,
+            "num_classes": args.num_classes,
+            "auxiliary": False,
+        }
         model, size = build_network(arch, get_genotype(args.genotype)).eval(), args.image_size
     dynamic, out = not args.static_batch, Path(args.out)
     check = torch.randn(args.batch_size + dynamic, 3, size, size)
     with torch.no_grad():
         expected = model(check)[0]
     example = torch.randn(args.batch_size, 3, size, size)
-    echo(f"export: tracing the network ({args.format}, {size}x{size}, "
-         f"{'dynamic' if dynamic else 'static'} batch); found cells can take a minute")
+    echo(
+        f"export: tracing the network ({args.format}, {size}x{size}, "
+        f"{'dynamic' if dynamic else 'static'} batch); found cells can take a minute"
+    )
     began = time.perf_counter()
     if args.format == "torch":
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -370,12 +488,13 @@ def _export(args: argparse.Namespace) -> None:
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(None, {"input": check.numpy()})[0])
     diff = (got - expected).abs().max().item()
-    echo(f"wrote {out} in {time.perf_counter() - began:.0f} s; batch {len(check)}: "
-         f"max |exported - eager| = {diff:.2e}")
+    echo(
+        f"wrote {out} in {time.perf_counter() - began:.0f} s; batch {len(check)}: "
+        f"max |exported - eager| = {diff:.2e}"
+    )
 
 
-_RUNS: dict[str, Callable[..., None]] = {"teacher": _teacher, "search": _search,
-                                         "study": _study}
+_RUNS: dict[str, Callable[..., None]] = {"teacher": _teacher, "search": _search, "study": _study}
 
 
 def _threads(args: argparse.Namespace, config: Any) -> None:
@@ -409,8 +528,14 @@ def _guard(run: Callable[[], None], args: argparse.Namespace, config: Any) -> in
     except NonFiniteLossError as err:
         print(f"nos-ops {args.command}: stopped: {err}", file=sys.stderr)
         return 1
-    except (RunLockedError, FileExistsError, FileNotFoundError, CheckpointError, ValueError,
-            ImportError) as err:
+    except (
+        RunLockedError,
+        FileExistsError,
+        FileNotFoundError,
+        CheckpointError,
+        ValueError,
+        ImportError,
+    ) as err:
         print(f"nos-ops {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -424,4 +549,3 @@ def _guard(run: Callable[[], None], args: argparse.Namespace, config: Any) -> in
 def run() -> None:
     """The console-script entry point."""
     sys.exit(main())
-

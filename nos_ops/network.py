@@ -18,7 +18,7 @@ from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .genotype import Genotype, get_genotype
 from .models.eval import NetworkCIFAR, NetworkImageNet
 
-__all__ = ["NETWORKS", "build_network", "save_network", "load_network"]
+__all__ = ["NETWORKS", "build_network", "network_cost", "save_network", "load_network"]
 
 NETWORKS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
 
@@ -29,15 +29,18 @@ def build_network(arch: dict[str, Any], genotype: Genotype | dict | str) -> nn.M
     inputs other than 32x32 the CIFAR auxiliary head pools adaptively to 2x2."""
     kind = arch.get("network", "cifar")
     if kind not in NETWORKS:
-        raise ValueError(f"arch['network']={kind!r} is not valid; expected one of "
-                         f"{list(NETWORKS)}")
+        raise ValueError(f"arch['network']={kind!r} is not valid; expected one of {list(NETWORKS)}")
     missing = [k for k in ("channels", "layers", "num_classes", "auxiliary") if k not in arch]
     if missing:
         raise ValueError(f"arch is missing {missing}; got keys {sorted(arch)}")
     genotype = Genotype.from_dict(genotype) if isinstance(genotype, dict) else genotype
-    model = NETWORKS[kind](channels=arch["channels"], num_classes=arch["num_classes"],
-                            layers=arch["layers"], genotype=get_genotype(genotype),
-                            auxiliary=arch["auxiliary"])
+    model = NETWORKS[kind](
+        channels=arch["channels"],
+        num_classes=arch["num_classes"],
+        layers=arch["layers"],
+        genotype=get_genotype(genotype),
+        auxiliary=arch["auxiliary"],
+    )
     if kind == "cifar" and model.auxiliary_head is not None and arch.get("image_size", 32) != 32:
         model.auxiliary_head = _AdaptiveAuxiliaryHead(model.auxiliary_head)
     return model
@@ -56,11 +59,34 @@ class _AdaptiveAuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def save_network(path: str | os.PathLike, model: nn.Module, arch: dict[str, Any],
-                 genotype: Genotype, metrics: dict[str, Any] | None = None) -> None:
+def network_cost(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """(parameters without the auxiliary head, multiply-adds in eval mode at batch 1 and
+    ``image_size`` x ``image_size``): the paper's "Params" and "FLOPS"."""
+    from .profile import count_macs, count_params
+
+    head = getattr(model, "auxiliary_head", None)
+    params = count_params(model) - (count_params(head) if head is not None else 0)
+    return params, count_macs(model, torch.zeros(1, 3, image_size, image_size))
+
+
+def save_network(
+    path: str | os.PathLike,
+    model: nn.Module,
+    arch: dict[str, Any],
+    genotype: Genotype,
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """Write a trained network (kind ``"network"``): weights, architecture, genotype."""
-    save_checkpoint(path, "network", {"model": model.state_dict(), "arch": arch,
-                                      "genotype": genotype.to_dict(), "metrics": metrics or {}})
+    save_checkpoint(
+        path,
+        "network",
+        {
+            "model": model.state_dict(),
+            "arch": arch,
+            "genotype": genotype.to_dict(),
+            "metrics": metrics or {},
+        },
+    )
 
 
 def load_network(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:

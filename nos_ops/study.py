@@ -72,12 +72,10 @@ class StudyConfig(RunConfig):
         unknown = [op for op in self.ops if op not in OPS]
         if unknown or not self.ops:
             raise ValueError(f"ops={self.ops!r} is not valid; expected names from {list(OPS)}")
-        if self.width <= 0:
-            raise ValueError(f"width={self.width!r} is not valid; expected a positive multiplier")
-        for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected an "
-                                 "int >= 1")
+        self.require_positive("width", "lr")
+        self.require_int("epochs", "batch_size")
+        self.require_int("max_steps_per_epoch", optional=True)
+        self.require_digits_size()
 
 
 def resnet18(num_classes: int, width: float) -> nn.Module:
@@ -90,8 +88,9 @@ def resnet18(num_classes: int, width: float) -> nn.Module:
     model.bn1 = nn.BatchNorm2d(channels[0])
     previous = channels[0]
     for i, (c, stride) in enumerate(zip(channels, (1, 2, 2, 2)), start=1):
-        setattr(model, f"layer{i}", nn.Sequential(BasicBlock(previous, c, stride),
-                                                  BasicBlock(c, c, 1)))
+        setattr(
+            model, f"layer{i}", nn.Sequential(BasicBlock(previous, c, stride), BasicBlock(c, c, 1))
+        )
         previous = c
     model.linear = nn.Linear(channels[-1], num_classes)
     return model
@@ -107,8 +106,8 @@ class _StudyTask(ModelTask):
         train_set, test_set, mean, std = load_data(config.data_dir, config.image_size)
         self.train_set, self.size = train_set, train_set.images.shape[-1]
         train, test, self.num_classes, _ = classifier_loaders(
-            train_set, test_set, ctx, batch_size=config.batch_size, seed=config.seed,
-            mean=mean, std=std)
+            train_set, test_set, ctx, config, mean, std
+        )
         self.train_loader = Capped(train, config.max_steps_per_epoch)
         self.test_loader = Capped(test, config.max_steps_per_epoch)
         self.rows: list[dict[str, Any]] = []
@@ -124,8 +123,9 @@ class _StudyTask(ModelTask):
         self.macs = count_macs(self.model, torch.zeros(1, 3, self.size, self.size))
         self.params = count_params(self.model)
         self.model.to(self.ctx.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), c.lr, momentum=0.9,
-                                         weight_decay=1e-4)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), c.lr, momentum=0.9, weight_decay=1e-4
+        )
         self.index, self.train_s = index, 0.0
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
@@ -138,54 +138,85 @@ class _StudyTask(ModelTask):
             group["lr"] = lr
         name, began = self.names[index] or "baseline", time.perf_counter()
         self.train_loader.set_epoch(k)
-        train = train_one_epoch(self.model, self.train_loader, self.optimizer,
-                                progress=c.progress, desc=f"{name} {k + 1}/{c.epochs}")
+        train = train_one_epoch(
+            self.model,
+            self.train_loader,
+            self.optimizer,
+            progress=c.progress,
+            desc=f"{name} {k + 1}/{c.epochs}",
+        )
         self.train_s += time.perf_counter() - began
-        record = {"model": name, "model_epoch": k + 1, "lr": lr, "train_loss": train["loss"],
-                  "train_top1": train["top1"]}
+        record = {
+            "model": name,
+            "model_epoch": k + 1,
+            "lr": lr,
+            "train_loss": train["loss"],
+            "train_top1": train["top1"],
+        }
         if k + 1 == c.epochs:
             test = evaluate(self.model, self.test_loader)
-            self.rows.append({"op": self.names[index], "top1": test["top1"],
-                              "top5": test["top5"], "top1_err": 100.0 - test["top1"],
-                              "top5_err": 100.0 - test["top5"], "macs": self.macs,
-                              "params": self.params, "train_s": self.train_s})
+            self.rows.append(
+                {
+                    "op": self.names[index],
+                    "top1": test["top1"],
+                    "top5": test["top5"],
+                    "top1_err": 100.0 - test["top1"],
+                    "top5_err": 100.0 - test["top5"],
+                    "macs": self.macs,
+                    "params": self.params,
+                    "train_s": self.train_s,
+                }
+            )
             record.update(test_top1=test["top1"], test_top5=test["top5"])
         return record
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rows": self.rows, "index": self.index,
-                "epochs": self.config.epochs, "train_s": self.train_s}
+        return {
+            **super().state_dict(),
+            "rows": self.rows,
+            "index": self.index,
+            "epochs": self.config.epochs,
+            "train_s": self.train_s,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["epochs"] != self.config.epochs:
-            raise ValueError(f"resume: the study was started with epochs={state['epochs']}; "
-                             "a study cannot change its epochs per model on resume")
+            raise ValueError(
+                f"resume: the study was started with epochs={state['epochs']}; "
+                "a study cannot change its epochs per model on resume"
+            )
         self._build(state["index"])
         super().load_state_dict(state)
         self.rows, self.train_s = state["rows"], state["train_s"]
 
     def describe(self, r: dict[str, Any]) -> str:
         test = f", test top-1 {r['test_top1']:.2f}%" if "test_top1" in r else ""
-        return (f"{r['model']} epoch {r['model_epoch']}/{self.config.epochs}: train loss "
-                f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.2f}%{test} "
-                f"({r['seconds']:.1f} s)")
+        return (
+            f"{r['model']} epoch {r['model_epoch']}/{self.config.epochs}: train loss "
+            f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.2f}%{test} "
+            f"({r['seconds']:.1f} s)"
+        )
 
 
 def markdown_table(rows: list[dict[str, Any]], caption: str) -> str:
     """Table 1's layout: the baseline absolute, op rows with differences to the baseline."""
     base = rows[0]
-    lines = [caption, "",
-             "| Model | Type | Kernels | Top-1 err (%) | Top-5 err (%) | MACs (M) | Params (M) |",
-             "|---|---|---|---|---|---|---|",
-             f"| ResNet-18 | - | - | {base['top1_err']:.2f} | {base['top5_err']:.2f} | "
-             f"{base['macs'] / 1e6:.2f} | {base['params'] / 1e6:.2f} |"]
+    lines = [
+        caption,
+        "",
+        "| Model | Type | Kernels | Top-1 err (%) | Top-5 err (%) | MACs (M) | Params (M) |",
+        "|---|---|---|---|---|---|---|",
+        f"| ResNet-18 | - | - | {base['top1_err']:.2f} | {base['top5_err']:.2f} | "
+        f"{base['macs'] / 1e6:.2f} | {base['params'] / 1e6:.2f} |",
+    ]
     for row in rows[1:]:
         model, kind, kernels = OPS[row["op"]]
         d1, d5 = row["top1_err"] - base["top1_err"], row["top5_err"] - base["top5_err"]
         lines.append(
             f"| {model} | {kind} | {kernels} | {row['top1_err']:.2f} ({d1:+.2f}) | "
             f"{row['top5_err']:.2f} ({d5:+.2f}) | {(row['macs'] - base['macs']) / 1e6:+.3f} | "
-            f"{(row['params'] - base['params']) / 1e6:+.3f} |")
+            f"{(row['params'] - base['params']) / 1e6:+.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -203,9 +234,13 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
             f"Self-calibration ops after ResNet-18 stages {', '.join(map(str, config.stages))} "
             f"on {task.train_set.name} ({task.size}x{task.size}, {config.epochs} epochs, batch "
             f"{config.batch_size}, width x{config.width:g}{quick}). Errors of the last epoch; "
-            "differences to the baseline in brackets; MACs at batch 1.")
-        result = {"args": dataclasses.asdict(config), "rows": task.rows,
-                  "table": markdown_table(task.rows, caption)}
+            "differences to the baseline in brackets; MACs at batch 1."
+        )
+        result = {
+            "args": dataclasses.asdict(config),
+            "rows": task.rows,
+            "table": markdown_table(task.rows, caption),
+        }
         write_json(result, run.path / "results.json")
     echo(result["table"])
     return result

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from .engine import (
     Capped,
@@ -36,6 +35,7 @@ from .engine import (
 )
 from .engine.amp import check_amp
 from .engine.data import classifier_loaders, load_data
+from .engine.distributed import wrap_ddp_model
 from .models.teachers import create_teacher
 from .search.distill import save_teacher
 
@@ -66,18 +66,12 @@ class TeacherConfig(RunConfig):
     out: str = "runs/teacher"
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch={self.arch!r} is not valid; expected one of {list(ARCHS)}")
+        self.require_choice("arch", ARCHS)
         check_amp(self.amp)
-        for name in ("epochs", "batch_size", "lr_step"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected an "
-                                 "int >= 1")
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr!r} is not valid; expected > 0")
-        if self.data_dir is not None and self.image_size not in (None, 32):
-            raise ValueError(f"image_size={self.image_size} is not valid with data_dir (CIFAR "
-                             "is 32 x 32)")
+        self.require_int("epochs", "batch_size", "lr_step")
+        self.require_int("max_steps_per_epoch", optional=True)
+        self.require_positive("lr")
+        self.require_digits_size()
 
 
 class _TeacherTask(ModelTask):
@@ -87,19 +81,19 @@ class _TeacherTask(ModelTask):
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
         train_set, test_set, mean, std = load_data(config.data_dir, config.image_size)
         train, test, self.num_classes, self.image_size = classifier_loaders(
-            train_set, test_set, ctx, batch_size=config.batch_size, seed=config.seed,
-            mean=mean, std=std)
+            train_set, test_set, ctx, config, mean, std
+        )
         self.train_loader = Capped(train, config.max_steps_per_epoch)
         self.test_loader = Capped(test, config.max_steps_per_epoch)
         torch.manual_seed(config.seed)
         self.model = create_teacher(config.arch, self.num_classes).to(ctx.device)
-        self.runner: nn.Module = self.model
-        if ctx.enabled:
-            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.runner = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), config.lr,
-                                         momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        self.runner = wrap_ddp_model(self.model, ctx)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
         self.scaler = grad_scaler(config.amp, ctx.device)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
@@ -109,17 +103,31 @@ class _TeacherTask(ModelTask):
             group["lr"] = lr
         self.train_loader.set_epoch(epoch - 1)
         show = c.progress and self.ctx.is_main
-        train = train_one_epoch(self.runner, self.train_loader, self.optimizer, amp=c.amp,
-                                scaler=self.scaler, ctx=self.ctx, progress=show,
-                                desc=f"{c.arch} epoch {epoch}/{c.epochs}")
+        train = train_one_epoch(
+            self.runner,
+            self.train_loader,
+            self.optimizer,
+            amp=c.amp,
+            scaler=self.scaler,
+            ctx=self.ctx,
+            progress=show,
+            desc=f"{c.arch} epoch {epoch}/{c.epochs}",
+        )
         test = evaluate(self.runner, self.test_loader, amp=c.amp, ctx=self.ctx)
-        return {"lr": lr, "train_loss": train["loss"], "train_top1": train["top1"],
-                "test_loss": test["loss"], "test_top1": test["top1"]}
+        return {
+            "lr": lr,
+            "train_loss": train["loss"],
+            "train_top1": train["top1"],
+            "test_loss": test["loss"],
+            "test_top1": test["top1"],
+        }
 
     def describe(self, r: dict[str, Any]) -> str:
-        return (f"teacher epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train "
-                f"loss {r['train_loss']:.4f}, top-1 {r['train_top1']:.2f}%, test top-1 "
-                f"{r['test_top1']:.2f}% ({r['seconds']:.1f} s)")
+        return (
+            f"teacher epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train "
+            f"loss {r['train_loss']:.4f}, top-1 {r['train_top1']:.2f}%, test top-1 "
+            f"{r['test_top1']:.2f}% ({r['seconds']:.1f} s)"
+        )
 
 
 def train_teacher(config: TeacherConfig) -> dict[str, Any]:
@@ -131,27 +139,38 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
     task = _TeacherTask(config, ctx)
     if ctx.is_main:
         where = "quick run on the digits" if config.quick else "paper recipe"
-        echo(f"teacher: {config.arch}, {config.epochs} epochs at {task.image_size} x "
-             f"{task.image_size} ({where}), into {config.out}")
-    with RunDir(config.out, resume=config.resume, overwrite=config.overwrite,
-                enabled=ctx.is_main) as run:
+        echo(
+            f"teacher: {config.arch}, {config.epochs} epochs at {task.image_size} x "
+            f"{task.image_size} ({where}), into {config.out}"
+        )
+    with RunDir(
+        config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
+    ) as run:
         records = fit(task, run, ctx)
         path = run.path / "teacher.pt"
         test = evaluate(task.model, task.test_loader, amp=config.amp, ctx=ctx)
-        result = {"arch": config.arch, "num_classes": task.num_classes,
-                  "image_size": task.image_size, "test_top1": test["top1"],
-                  "epochs": config.epochs, "train_s": sum(r["seconds"] for r in records),
-                  "path": str(path)}
+        result = {
+            "arch": config.arch,
+            "num_classes": task.num_classes,
+            "image_size": task.image_size,
+            "test_top1": test["top1"],
+            "epochs": config.epochs,
+            "train_s": sum(r["seconds"] for r in records),
+            "path": str(path),
+        }
         if ctx.is_main:
-            save_teacher(path, task.model, config.arch, task.num_classes, task.image_size,
-                         result)
+            save_teacher(path, task.model, config.arch, task.num_classes, task.image_size, result)
             write_json(result, run.path / "result.json")
     ctx.barrier()
     return result
 
 
-def quick_teacher(out: str | Path = "runs/teacher", image_size: int = 16,
-                  progress: bool = True, device: str = "auto") -> dict[str, Any]:
+def quick_teacher(
+    out: str | Path = "runs/teacher",
+    image_size: int = 16,
+    progress: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
     """The quick digits teacher at ``out``: reused when ``out/teacher.pt`` holds one at
     ``image_size``, else trained (an interrupted run there is resumed). Returns the teacher's
     result record with ``reused`` (bool) added."""
@@ -163,16 +182,22 @@ def quick_teacher(out: str | Path = "runs/teacher", image_size: int = 16,
                 f"{path} is a teacher for {state['num_classes']} classes at "
                 f"{state['image_size']} x {state['image_size']}; the quick search needs one "
                 f"for the digits at {image_size} x {image_size}: pass --teacher PATH, "
-                "--no-teacher, or another --teacher-dir")
+                "--no-teacher, or another --teacher-dir"
+            )
         result = {**state["metrics"], "reused": True}
-        echo(f"teacher: reusing {path} ({result['arch']}, test top-1 "
-             f"{result['test_top1']:.1f}%, trained in {result['train_s']:.0f} s)")
+        echo(
+            f"teacher: reusing {path} ({result['arch']}, test top-1 "
+            f"{result['test_top1']:.1f}%, trained in {result['train_s']:.0f} s)"
+        )
         return result
     began = time.perf_counter()
     resume = (Path(out) / "checkpoint.pt").is_file()
-    config = TeacherConfig(image_size=image_size, out=str(out), resume=resume,
-                           progress=progress, device=device)
+    config = TeacherConfig(
+        image_size=image_size, out=str(out), resume=resume, progress=progress, device=device
+    )
     result = train_teacher(config)
-    echo(f"teacher: trained {result['arch']} in {time.perf_counter() - began:.0f} s "
-         f"(test top-1 {result['test_top1']:.1f}%): {path}")
+    echo(
+        f"teacher: trained {result['arch']} in {time.perf_counter() - began:.0f} s "
+        f"(test top-1 {result['test_top1']:.1f}%): {path}"
+    )
     return {**result, "reused": False}

@@ -16,14 +16,12 @@ passed to :func:`train`: an :class:`~nos_ops.data.ImageSet` pair or any ``Datase
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from .data import ImageSet
@@ -42,15 +40,21 @@ from .engine import (
 )
 from .engine.amp import check_amp
 from .engine.data import classifier_loaders, load_data
+from .engine.distributed import wrap_ddp_model
+from .engine.progress import draw_curves
 from .genotype import Genotype, get_genotype
-from .network import NETWORKS, build_network, save_network
-from .profile import count_macs, count_params
+from .network import NETWORKS, build_network, network_cost, save_network
 
 __all__ = ["TrainConfig", "QUICK", "imagenet_mobile_config", "learning_rate", "train"]
 
-_logger = logging.getLogger(__name__)
-QUICK: dict[str, Any] = {"layers": 8, "channels": 16, "image_size": 16, "epochs": 10,
-                         "batch_size": 64, "cutout": 8}
+QUICK: dict[str, Any] = {
+    "layers": 8,
+    "channels": 16,
+    "image_size": 16,
+    "epochs": 10,
+    "batch_size": 64,
+    "cutout": 8,
+}
 """What a quick run changes: fields still at their default take these values."""
 
 
@@ -102,25 +106,19 @@ class TrainConfig(RunConfig):
     out: str = "runs/train"
 
     def __post_init__(self) -> None:
-        choices = {"network": NETWORKS, "schedule": ("cosine", "linear")}
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected one of "
-                                 f"{list(valid)}")
+        self.require_choice("network", NETWORKS)
+        self.require_choice("schedule", ("cosine", "linear"))
         check_amp(self.amp)
-        for name in ("epochs", "batch_size", "layers", "channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
+        self.require_int("epochs", "batch_size", "layers", "channels")
+        self.require_positive("lr")
+        self.require_positive("auxiliary_weight", "cutout", zero=True)
         if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} is not valid; expected an "
-                             f"int in [0, epochs={self.epochs})")
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs!r} is not valid; expected an "
+                f"int in [0, epochs={self.epochs})"
+            )
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path={self.drop_path!r} is not valid; expected [0, 1)")
-        if self.auxiliary_weight < 0 or self.lr <= 0 or self.cutout < 0:
-            raise ValueError(
-                f"auxiliary_weight={self.auxiliary_weight!r}, lr={self.lr!r}, "
-                f"cutout={self.cutout!r}: expected auxiliary_weight >= 0, lr > 0, cutout >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields; a :class:`Genotype` becomes its ``to_dict()``."""
@@ -143,10 +141,21 @@ def imagenet_mobile_config(**overrides: Any) -> TrainConfig:
     300 epochs, label smoothing 0.1, weight decay 3e-5, no drop path or cutout, 224x224 and
     at most 600M multiply-adds. ``overrides`` replace any field."""
     recipe: dict[str, Any] = {
-        "network": "imagenet", "layers": 14, "channels": 48, "lr": 0.25, "schedule": "linear",
-        "warmup_epochs": 5, "batch_size": 512, "epochs": 300, "label_smoothing": 0.1,
-        "weight_decay": 3e-5, "drop_path": 0.0, "cutout": 0, "image_size": 224,
-        "max_macs": 600_000_000, "quick": False,
+        "network": "imagenet",
+        "layers": 14,
+        "channels": 48,
+        "lr": 0.25,
+        "schedule": "linear",
+        "warmup_epochs": 5,
+        "batch_size": 512,
+        "epochs": 300,
+        "label_smoothing": 0.1,
+        "weight_decay": 3e-5,
+        "drop_path": 0.0,
+        "cutout": 0,
+        "image_size": 224,
+        "max_macs": 600_000_000,
+        "quick": False,
     }
     return TrainConfig(**{**recipe, **overrides})
 
@@ -167,37 +176,38 @@ class _TrainTask(ModelTask):
     def __init__(self, config: TrainConfig, data: tuple, ctx: DistributedContext) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
         self.genotype = get_genotype(config.genotype)
-        mean = std = None
+        stats: tuple = (None, None)
         if data[0] is None:
-            data = load_data(config.data_dir, config.image_size)
-            mean, std = data[2], data[3]
+            loaded = load_data(config.data_dir, config.image_size)
+            data, stats = loaded[:2], loaded[2:]
         self.train_loader, self.test_loader, classes, size = classifier_loaders(
-            data[0], data[1], ctx, batch_size=config.batch_size, seed=config.seed,
-            cutout=config.cutout, mean=mean, std=std, workers=config.workers,
-            num_classes=config.num_classes, image_size=config.image_size)
-        self.arch = {"network": config.network, "channels": config.channels,
-                     "layers": config.layers, "num_classes": classes,
-                     "auxiliary": config.auxiliary_weight > 0, "image_size": size}
+            data[0], data[1], ctx, config, *stats
+        )
+        self.arch = {
+            "network": config.network,
+            "channels": config.channels,
+            "layers": config.layers,
+        }
+        self.arch.update(
+            num_classes=classes, auxiliary=config.auxiliary_weight > 0, image_size=size
+        )
         torch.manual_seed(config.seed)
         self.model = build_network(self.arch, self.genotype)
-        head = self.model.auxiliary_head
-        self.params = count_params(self.model) - (count_params(head) if head else 0)
-        self.macs = count_macs(self.model, torch.zeros(1, 3, size, size))
+        self.params, self.macs = network_cost(self.model, size)
         if config.max_macs is not None and self.macs > config.max_macs:
-            raise ValueError(f"the network has {self.macs / 1e6:.1f}M multiply-adds at "
-                             f"{size}x{size}, over max_macs={config.max_macs / 1e6:.1f}M; use "
-                             "fewer layers/channels")
-        self.model.to(ctx.device, memory_format=torch.channels_last if config.channels_last
-                      else torch.preserve_format)
-        decay = config.weight_decay if config.weight_decay is not None else (
-            5e-4 if classes == 100 else 3e-4)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), config.lr,
-                                         momentum=config.momentum, weight_decay=decay)
+            raise ValueError(
+                f"the network has {self.macs / 1e6:.1f}M multiply-adds at {size}x{size}, over "
+                f"max_macs={config.max_macs / 1e6:.1f}M; use fewer layers/channels"
+            )
+        layout = torch.channels_last if config.channels_last else torch.preserve_format
+        self.model.to(ctx.device, memory_format=layout)
+        decay = config.weight_decay
+        decay = (5e-4 if classes == 100 else 3e-4) if decay is None else decay
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), config.lr, momentum=config.momentum, weight_decay=decay
+        )
         self.scaler = grad_scaler(config.amp, ctx.device)
-        self.runner: nn.Module = self.model
-        if ctx.enabled:
-            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.runner = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.runner = wrap_ddp_model(self.model, ctx)
         if config.compile:
             self.runner = torch.compile(self.runner)
 
@@ -209,29 +219,43 @@ class _TrainTask(ModelTask):
         torch.manual_seed(((c.seed * 1_000_003 + epoch - 1) * 1_000_003 + self.ctx.rank) % 2**63)
         self.train_loader.set_epoch(epoch - 1)
         show, desc = c.progress and self.ctx.is_main, f"epoch {epoch}/{c.epochs}"
-        common = {"amp": c.amp, "channels_last": c.channels_last, "ctx": self.ctx,
-                  "progress": show}
-        train = train_one_epoch(self.runner, self.train_loader, self.optimizer,
-                                auxiliary_weight=c.auxiliary_weight, grad_clip=c.grad_clip,
-                                label_smoothing=c.label_smoothing, scaler=self.scaler,
-                                desc=desc, **common)
+        common = {"amp": c.amp, "channels_last": c.channels_last, "ctx": self.ctx, "progress": show}
+        train = train_one_epoch(
+            self.runner,
+            self.train_loader,
+            self.optimizer,
+            auxiliary_weight=c.auxiliary_weight,
+            grad_clip=c.grad_clip,
+            label_smoothing=c.label_smoothing,
+            scaler=self.scaler,
+            desc=desc,
+            **common,
+        )
         test = evaluate(self.runner, self.test_loader, desc=f"{desc} test", **common)
-        return {"lr": lr, "drop_path": self.model.drop_path_prob,
-                **{f"train_{k}": v for k, v in train.items() if k != "samples"},
-                **{f"test_{k}": v for k, v in test.items() if k != "samples"}}
+        return {
+            "lr": lr,
+            "drop_path": self.model.drop_path_prob,
+            **{f"train_{k}": v for k, v in train.items() if k != "samples"},
+            **{f"test_{k}": v for k, v in test.items() if k != "samples"},
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "arch": self.arch, "genotype": self.genotype.to_dict()}
 
     def describe(self, r: dict[str, Any]) -> str:
-        return (f"epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train loss "
-                f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.2f}% | test loss "
-                f"{r['test_loss']:.4f}, top-1 {r['test_top1']:.2f}%, top-5 "
-                f"{r['test_top5']:.2f}% ({r['seconds']:.1f} s)")
+        return (
+            f"epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train loss "
+            f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.2f}% | test loss "
+            f"{r['test_loss']:.4f}, top-1 {r['test_top1']:.2f}%, top-5 "
+            f"{r['test_top5']:.2f}% ({r['seconds']:.1f} s)"
+        )
 
 
-def train(config: TrainConfig, train_data: ImageSet | Dataset | None = None,
-          test_data: ImageSet | Dataset | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    train_data: ImageSet | Dataset | None = None,
+    test_data: ImageSet | Dataset | None = None,
+) -> dict[str, Any]:
     """Train an evaluation network from ``config.genotype`` and report its final metrics.
 
     Data come from ``config`` unless ``train_data`` and ``test_data`` are given. Only rank 0
@@ -248,33 +272,34 @@ def train(config: TrainConfig, train_data: ImageSet | Dataset | None = None,
     ctx = setup_distributed(config.device)
     task = _TrainTask(config, (train_data, test_data), ctx)
     if ctx.is_main:
-        echo(f"train: {config.network}, {config.layers} cells, {config.channels} channels, "
-             f"{task.params / 1e6:.3f}M params, {task.macs / 1e6:.1f}M MACs, "
-             f"{'quick run on the digits' if config.quick else 'full recipe'}, world "
-             f"{ctx.world_size}, into {config.out}")
-    with RunDir(config.out, resume=config.resume, overwrite=config.overwrite,
-                enabled=ctx.is_main) as run:
+        echo(
+            f"train: {config.network}, {config.layers} cells, {config.channels} channels, "
+            f"{task.params / 1e6:.3f}M params, {task.macs / 1e6:.1f}M MACs, "
+            f"{'quick run on the digits' if config.quick else 'full recipe'}, world "
+            f"{ctx.world_size}, into {config.out}"
+        )
+    with RunDir(
+        config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
+    ) as run:
         records = fit(task, run, ctx)
         last = records[-1] if records else {}
-        final = {"top1": last.get("test_top1"), "top5": last.get("test_top5"),
-                 "top1_err": 100.0 - last["test_top1"] if last else None,
-                 "test_loss": last.get("test_loss"), "train_loss": last.get("train_loss"),
-                 "params": task.params, "macs": task.macs, "epochs": config.epochs,
-                 "wall_s": time.perf_counter() - began, "out": str(run.path)}
+        final = {
+            "top1": last.get("test_top1"),
+            "top5": last.get("test_top5"),
+            "top1_err": 100.0 - last["test_top1"] if last else None,
+            "test_loss": last.get("test_loss"),
+            "train_loss": last.get("train_loss"),
+            "params": task.params,
+            "macs": task.macs,
+            "epochs": config.epochs,
+            "wall_s": time.perf_counter() - began,
+            "out": str(run.path),
+        }
         if ctx.is_main:
             save_network(run.path / "network.pt", task.model, task.arch, task.genotype, final)
             task.genotype.save(run.path / "genotype.json")
             write_json(final, run.path / "result.json")
-            _plot(records, run.path / "curves.png", f"{config.network}: {config.layers} cells")
+            keys = ["train_loss", "test_loss", "train_top1", "test_top1", "test_top5", "lr"]
+            draw_curves(records, keys, run.path / "curves.png", f"{config.network} network")
     ctx.barrier()
     return final
-
-
-def _plot(records: list[dict], path: Any, title: str) -> None:
-    from .plot import plot_curves
-
-    keys = ["train_loss", "test_loss", "train_top1", "test_top1", "test_top5", "lr"]
-    try:
-        plot_curves(records, keys, path, title=title)
-    except ImportError as err:
-        _logger.warning("learning curves not drawn: %s", err)

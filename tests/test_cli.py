@@ -22,11 +22,39 @@ from nos_ops.teacher import quick_teacher
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER = ["--epochs", "1", "--max-steps-per-epoch", "2", "--image-size", "8", "--batch-size",
-           "4", "--no-progress", "--device", "cpu"]
-SEARCH = ["--space", "darts", "--channels", "4", "--layers", "3", "--image-size", "8",
-          "--batch-size", "4", "--epochs", "2", "--max-steps-per-epoch", "2", "--no-plots",
-          "--no-progress", "--device", "cpu"]
+TEACHER = [
+    "--epochs",
+    "1",
+    "--max-steps-per-epoch",
+    "2",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
+SEARCH = [
+    "--space",
+    "darts",
+    "--channels",
+    "4",
+    "--layers",
+    "3",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "2",
+    "--max-steps-per-epoch",
+    "2",
+    "--no-plots",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +68,10 @@ def test_teacher_search_train_export_end_to_end(teacher, tmp_path, capsys):
     state = load_checkpoint(teacher / "teacher.pt", "teacher")
     assert (state["arch"], state["num_classes"], state["image_size"]) == ("resnet18", 10, 8)
     search = tmp_path / "search"
-    assert main(["search", *SEARCH, "--teacher", str(teacher / "teacher.pt"),
-                 "--out", str(search)]) == 0
+    assert (
+        main(["search", *SEARCH, "--teacher", str(teacher / "teacher.pt"), "--out", str(search)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "attention-guided" in printed and "node 0 <- " in printed and "c_{k-2}" in printed
     assert "teacher: " in printed and f"nos-ops train --genotype {search}" in printed
@@ -51,23 +81,70 @@ def test_teacher_search_train_export_end_to_end(teacher, tmp_path, capsys):
     assert [r["epoch"] for r in read_jsonl(search / "log.jsonl")] == [1, 2, 3]
 
     train = tmp_path / "train"
-    assert main(["train", "--genotype", str(search / "genotype.json"), "--layers", "3",
-                 "--channels", "4", "--epochs", "1", "--batch-size", "128", "--image-size", "8",
-                 "--no-progress", "--device", "cpu", "--out", str(train)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--genotype",
+                str(search / "genotype.json"),
+                "--layers",
+                "3",
+                "--channels",
+                "4",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "128",
+                "--image-size",
+                "8",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--out",
+                str(train),
+            ]
+        )
+        == 0
+    )
     assert "test top-1" in capsys.readouterr().out
     assert load_checkpoint(train / "network.pt", "network")["genotype"] == (
-        Genotype.load(search / "genotype.json").to_dict())
-    assert main(["export", "--network", str(train / "network.pt"),
-                 "--out", str(tmp_path / "net.pt2")]) == 0
+        Genotype.load(search / "genotype.json").to_dict()
+    )
+    assert (
+        main(["export", "--network", str(train / "network.pt"), "--out", str(tmp_path / "net.pt2")])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "export: tracing" in printed and "max |exported - eager|" in printed
 
 
 def test_study_subcommand(tmp_path, capsys):
     out = tmp_path / "study"
-    assert main(["study", "--op", "channel_attention", "--epochs", "1", "--width", "0.125",
-                 "--image-size", "8", "--batch-size", "16", "--max-steps-per-epoch", "1",
-                 "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--op",
+                "channel_attention",
+                "--epochs",
+                "1",
+                "--width",
+                "0.125",
+                "--image-size",
+                "8",
+                "--batch-size",
+                "16",
+                "--max-steps-per-epoch",
+                "1",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "| + Attention | Channel | - |" in capsys.readouterr().out
     assert len(json.loads((out / "results.json").read_text())["rows"]) == 2
 
@@ -76,8 +153,10 @@ def test_argument_errors_are_one_line_and_exit_2(teacher, capsys):
     for argv, expected in (
         (["search", "--epochs", "x"], "argument --epochs: invalid int value"),
         (["search", "--layers", "2"], "layers=2 is not valid"),
-        (["teacher", "--resume", "--out", str(teacher), "--arch", "pyramidnet110"],
-         "['arch'] cannot change when resuming"),
+        (
+            ["teacher", "--resume", "--out", str(teacher), "--arch", "pyramidnet110"],
+            "['arch'] cannot change when resuming",
+        ),
         (["train", "--resume", "--out", str(teacher / "missing")], "does not exist"),
     ):
         with pytest.raises(SystemExit) as info:
@@ -120,20 +199,39 @@ def test_quick_teacher_is_reused(teacher, capsys):
 def test_console_script_and_module_entry_point():
     (script,) = importlib.metadata.entry_points(group="console_scripts", name="nos-ops")
     assert script.value == "nos_ops.cli:run"
-    result = subprocess.run([sys.executable, "-m", "nos_ops", "--help"], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "nos_ops", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 0 and "teacher" in result.stdout and "export" in result.stdout
 
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, capsys):
-    flags = ["--epochs", "12", "--max-steps-per-epoch", "2", "--image-size", "8",
-             "--batch-size", "4", "--no-progress", "--device", "cpu"]
+    flags = [
+        "--epochs",
+        "12",
+        "--max-steps-per-epoch",
+        "2",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main(["teacher", *flags, "--out", str(tmp_path / "full")]) == 0
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "nos_ops", "teacher", *flags, "--out",
-                                str(out)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nos_ops", "teacher", *flags, "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -148,8 +246,10 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     a = load_checkpoint(tmp_path / "full" / "teacher.pt")["model"]
     b = load_checkpoint(out / "teacher.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    logs = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(p / "log.jsonl")]
-            for p in (tmp_path / "full", out)]
+    logs = [
+        [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(p / "log.jsonl")]
+        for p in (tmp_path / "full", out)
+    ]
     assert logs[0] == logs[1]
 
 

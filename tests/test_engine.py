@@ -37,8 +37,9 @@ from nos_ops.engine.config import config_differences
 
 
 def test_checkpoint_round_trip_and_header(tmp_path):
-    path = save_checkpoint(tmp_path / "c.pt", "train", {"x": torch.arange(3)}, config={"a": 1},
-                           epoch=2)
+    path = save_checkpoint(
+        tmp_path / "c.pt", "train", {"x": torch.arange(3)}, config={"a": 1}, epoch=2
+    )
     state = load_checkpoint(path, "train")
     assert (state["kind"], state["epoch"], state["config"]) == ("train", 2, {"a": 1})
     assert torch.equal(state["x"], torch.arange(3))

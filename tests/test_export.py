@@ -36,8 +36,14 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-ARCH = {"network": "cifar", "channels": 4, "layers": 3, "num_classes": 10, "auxiliary": True,
-        "image_size": 16}
+ARCH = {
+    "network": "cifar",
+    "channels": 4,
+    "layers": 3,
+    "num_classes": 10,
+    "auxiliary": True,
+    "image_size": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +90,7 @@ def test_export_onnx_dynamic_batch(network: NetworkCIFAR, tmp_path) -> None:
     for batch in (3, 7):
         x = torch.randn(batch, 3, 16, 16)
         (got,) = session.run(None, {"input": x.numpy()})
-        torch.testing.assert_close(
-            torch.from_numpy(got), _eager(network, x), atol=1e-4, rtol=1e-4
-        )
+        torch.testing.assert_close(torch.from_numpy(got), _eager(network, x), atol=1e-4, rtol=1e-4)
 
 
 def test_export_rejects_non_image_input(network: NetworkCIFAR) -> None:

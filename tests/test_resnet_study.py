@@ -14,19 +14,33 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _config(out, **changes) -> StudyConfig:
-    settings = dict(ops=["channel_attention", "dynamic_conv_3x3"], epochs=2, width=0.125,
-                    image_size=8, batch_size=16, max_steps_per_epoch=2, device="cpu",
-                    progress=False, out=str(out))
+    settings = dict(
+        ops=["channel_attention", "dynamic_conv_3x3"],
+        epochs=2,
+        width=0.125,
+        image_size=8,
+        batch_size=16,
+        max_steps_per_epoch=2,
+        device="cpu",
+        progress=False,
+        out=str(out),
+    )
     return StudyConfig(**{**settings, **changes})
 
 
 def test_study_prints_the_table_and_resumes_bit_for_bit(tmp_path, capsys, monkeypatch):
     result = run_study(_config(tmp_path / "full"))
     table = capsys.readouterr().out
-    assert "| Model | Type | Kernels | Top-1 err (%) | Top-5 err (%) | MACs (M) | Params (M) |" \
+    assert (
+        "| Model | Type | Kernels | Top-1 err (%) | Top-5 err (%) | MACs (M) | Params (M) |"
         in table
-    for row in ("| ResNet-18 | - | - |", "| + Attention | Channel | - |",
-                "| + Dynamic | Normal | 3 |", "quick mode"):
+    )
+    for row in (
+        "| ResNet-18 | - | - |",
+        "| + Attention | Channel | - |",
+        "| + Dynamic | Normal | 3 |",
+        "quick mode",
+    ):
         assert row in table
     rows = result["rows"]
     assert [r["op"] for r in rows] == [None, "channel_attention", "dynamic_conv_3x3"]
@@ -50,8 +64,10 @@ def test_study_prints_the_table_and_resumes_bit_for_bit(tmp_path, capsys, monkey
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt", "study")["epoch"] == 3
     resumed = run_study(_config(tmp_path / "cut", resume=True))
-    strip = [[{k: v for k, v in r.items() if k != "train_s"} for r in x["rows"]]
-             for x in (result, resumed)]
+    strip = [
+        [{k: v for k, v in r.items() if k != "train_s"} for r in x["rows"]]
+        for x in (result, resumed)
+    ]
     assert strip[0] == strip[1]
     with pytest.raises(ValueError, match="cannot change its epochs"):
         run_study(_config(tmp_path / "cut", resume=True, epochs=3))

@@ -27,8 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _config(out: Path, **changes) -> SearchConfig:
     settings = dict(
-        space="darts", channels=4, layers=3, image_size=8, batch_size=4, epochs=2,
-        max_steps_per_epoch=2, device="cpu", out=str(out), progress=False, plots=False,
+        space="darts",
+        channels=4,
+        layers=3,
+        image_size=8,
+        batch_size=4,
+        epochs=2,
+        max_steps_per_epoch=2,
+        device="cpu",
+        out=str(out),
+        progress=False,
+        plots=False,
         teacher=None,
     )
     return SearchConfig(**{**settings, **changes})
@@ -138,8 +147,9 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monke
     assert "epoch 2, step 2" in message and str(checkpoint) in message and "--resume" in message
     state = load_checkpoint(checkpoint)
     assert state["epoch"] == 1
-    assert all(torch.isfinite(v).all() for v in state["state"]["model"].values()
-               if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in state["state"]["model"].values() if v.is_floating_point()
+    )
     assert [r["epoch"] for r in read_jsonl(out / "log.jsonl")] == [1]
     assert not (out / "result.json").exists() and not (out / ".lock").exists()
 
@@ -166,19 +176,45 @@ def test_teacher_file_checks(tmp_path):
     with pytest.raises(ValueError, match="image_size=8; the search data has 16"):
         load_teacher(path, 10, image_size=16)
     with pytest.raises(ValueError, match="teacher='auto' trains a quick teacher on the "):
-        run_search(_config(tmp_path / "run", data_dir=str(tmp_path), image_size=None,
-                           teacher="auto"))
+        run_search(
+            _config(tmp_path / "run", data_dir=str(tmp_path), image_size=None, teacher="auto")
+        )
 
 
 @pytest.mark.slow
 def test_two_process_ddp_ranks_derive_the_same_genotype(tmp_path):
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "nos_ops", "search", "--space", "darts", "--channels", "4",
-        "--layers", "3", "--image-size", "8", "--batch-size", "8", "--epochs", "2",
-        "--max-steps-per-epoch", "2", "--second-order", "--device", "cpu", "--out", str(out),
-        "--no-plots", "--no-teacher", "--no-progress",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "nos_ops",
+        "search",
+        "--space",
+        "darts",
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--max-steps-per-epoch",
+        "2",
+        "--second-order",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--no-teacher",
+        "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -220,9 +256,19 @@ def test_quick_is_the_default_on_the_digits():
 
 
 def test_auto_teacher_is_reused_from_beside_the_run(tmp_path, capsys):
-    save_teacher(tmp_path / "teacher" / "teacher.pt", create_teacher("resnet18", 10),
-                 "resnet18", 10, 8, {"arch": "resnet18", "test_top1": 50.0, "train_s": 12.0,
-                                     "path": str(tmp_path / "teacher" / "teacher.pt")})
+    save_teacher(
+        tmp_path / "teacher" / "teacher.pt",
+        create_teacher("resnet18", 10),
+        "resnet18",
+        10,
+        8,
+        {
+            "arch": "resnet18",
+            "test_top1": 50.0,
+            "train_s": 12.0,
+            "path": str(tmp_path / "teacher" / "teacher.pt"),
+        },
+    )
     run_search(_config(tmp_path / "search", teacher="auto", epochs=1))
     printed = capsys.readouterr().out
     assert "reusing" in printed and "trained in 12 s" in printed and "attention-guided" in printed

@@ -48,8 +48,15 @@ def digits() -> tuple[ImageSet, ImageSet]:
 
 
 def _arch(**overrides) -> dict:
-    return {"network": "cifar", "channels": 4, "layers": 3, "num_classes": 10,
-            "auxiliary": True, "image_size": 16, **overrides}
+    return {
+        "network": "cifar",
+        "channels": 4,
+        "layers": 3,
+        "num_classes": 10,
+        "auxiliary": True,
+        "image_size": 16,
+        **overrides,
+    }
 
 
 @pytest.mark.parametrize(("amp", "channels_last"), [("none", False), ("bf16", True)])
@@ -63,8 +70,15 @@ def test_one_step_with_aux_and_drop_path(digits, amp: str, channels_last: bool) 
     mean, std = channel_stats(digits[0])
     loader = TensorLoader(digits[0].subset(torch.arange(4)), 4, augment=Augment(mean, std))
     optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
-    metrics = train_one_epoch(model, loader, optimizer, auxiliary_weight=0.4, grad_clip=5.0,
-                              amp=amp, channels_last=channels_last)
+    metrics = train_one_epoch(
+        model,
+        loader,
+        optimizer,
+        auxiliary_weight=0.4,
+        grad_clip=5.0,
+        amp=amp,
+        channels_last=channels_last,
+    )
     assert math.isfinite(metrics["loss"]) and metrics["samples"] == 4
     after = model.state_dict()
     for prefix in ("stem", "cells.0", "classifier", "auxiliary_head"):
@@ -97,8 +111,14 @@ def test_quick_end_to_end_on_digits(tmp_path) -> None:
     out = tmp_path / "run"
     config = TrainConfig(epochs=1, out=str(out), **{**TINY, "batch_size": 64})
     final = train(config)
-    for name in ("checkpoint.pt", "log.jsonl", "curves.png", "result.json", "genotype.json",
-                 "network.pt"):
+    for name in (
+        "checkpoint.pt",
+        "log.jsonl",
+        "curves.png",
+        "result.json",
+        "genotype.json",
+        "network.pt",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / "result.json").read_text()) == pytest.approx(final)
     (record,) = read_jsonl(out / "log.jsonl")
@@ -143,8 +163,12 @@ def test_resume_after_a_crash_matches_uninterrupted(digits, tmp_path, monkeypatc
     log = read_jsonl(tmp_path / "cut" / "log.jsonl")
     assert [r["epoch"] for r in log] == [1, 2]
     with pytest.raises(ValueError, match="channels: 4 -> 8"):
-        train(TrainConfig(epochs=2, out=str(tmp_path / "cut"), resume=True,
-                          **{**common, "channels": 8}), *digits)
+        train(
+            TrainConfig(
+                epochs=2, out=str(tmp_path / "cut"), resume=True, **{**common, "channels": 8}
+            ),
+            *digits,
+        )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(TrainConfig(out=str(tmp_path / "none"), resume=True, **common), *digits)
 
@@ -167,15 +191,25 @@ def test_a_diverging_run_stops_keeps_its_checkpoint_and_writes_no_nan(digits, tm
 def test_imagenet_mobile_one_step_on_random_224(tmp_path) -> None:
     default = imagenet_mobile_config()
     assert (default.layers, default.channels, default.batch_size, default.epochs) == (
-        14, 48, 512, 300
+        14,
+        48,
+        512,
+        300,
     )
     assert default.max_macs == 600_000_000 and default.label_smoothing == 0.1
     torch.manual_seed(0)
     images = torch.randn(2, 3, 224, 224)
     data = TensorDataset(images, torch.tensor([0, 1]))
     config = imagenet_mobile_config(
-        layers=4, channels=8, batch_size=2, epochs=1, warmup_epochs=0, num_classes=3,
-        workers=0, progress=False, out=str(tmp_path / "imagenet"),
+        layers=4,
+        channels=8,
+        batch_size=2,
+        epochs=1,
+        warmup_epochs=0,
+        num_classes=3,
+        workers=0,
+        progress=False,
+        out=str(tmp_path / "imagenet"),
     )
     final = train(config, data, data)
     assert math.isfinite(final["train_loss"]) and 0 < final["macs"] < 600_000_000
@@ -189,10 +223,27 @@ def test_ddp_two_processes_rank0_writes(tmp_path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--standalone", "-m", "nos_ops", "train", "--layers", "3",
-        "--channels", "4", "--epochs", "1", "--batch-size", "128", "--device", "cpu",
-        "--no-progress", "--out", str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "nos_ops",
+        "train",
+        "--layers",
+        "3",
+        "--channels",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -200,6 +251,11 @@ def test_ddp_two_processes_rank0_writes(tmp_path) -> None:
     (record,) = read_jsonl(out / "log.jsonl")  # one record: rank 1 appended nothing
     assert record["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "curves.png", "genotype.json", "log.jsonl", "network.pt", "result.json"
+        "checkpoint.pt",
+        "curves.png",
+        "genotype.json",
+        "log.jsonl",
+        "network.pt",
+        "result.json",
     ]
     assert "world 2" in result.stderr + result.stdout

@@ -86,8 +86,11 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    left = [p for p in folder.iterdir() if p.is_file() and (
-        (p.name.startswith(".") and _TMP in p.name) or p.name.endswith(".tmp"))]
+    left = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and ((p.name.startswith(".") and _TMP in p.name) or p.name.endswith(".tmp"))
+    ]
     for path in left:
         path.unlink(missing_ok=True)
     return left
@@ -119,8 +122,13 @@ def save_checkpoint(
     """Write a ``kind`` checkpoint with the header, ``config``, ``epoch`` and ``entries``."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not valid; expected one of {list(KINDS)}")
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
-              "epoch": epoch, "config": config}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "epoch": epoch,
+        "config": config,
+    }
     return atomic_save({**header, **entries}, path)
 
 

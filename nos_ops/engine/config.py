@@ -18,9 +18,19 @@ from typing import Any, ClassVar, TypeVar
 
 __all__ = ["RESUMABLE", "RunConfig", "config_differences"]
 
-RESUMABLE = frozenset({
-    "epochs", "lr", "out", "resume", "overwrite", "device", "progress", "plots", "workers",
-})
+RESUMABLE = frozenset(
+    {
+        "epochs",
+        "lr",
+        "out",
+        "resume",
+        "overwrite",
+        "device",
+        "progress",
+        "plots",
+        "workers",
+    }
+)
 """Config fields that may change when a run is resumed."""
 
 C = TypeVar("C", bound="RunConfig")
@@ -55,6 +65,46 @@ class RunConfig:
     quick: bool | None = None
     progress: bool = True
 
+    def require_int(self, *names: str, minimum: int = 1, optional: bool = False) -> None:
+        """Raise ``ValueError`` naming the field unless each is an int >= ``minimum`` (or
+        None, when ``optional``)."""
+        for name in names:
+            value = getattr(self, name)
+            if optional and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                none = "None or " if optional else ""
+                raise ValueError(
+                    f"{name}={value!r} is not valid; expected {none}an int >= {minimum}"
+                )
+
+    def require_positive(self, *names: str, zero: bool = False) -> None:
+        """Raise ``ValueError`` naming the field unless each number is > 0 (>= 0 with
+        ``zero``)."""
+        for name in names:
+            value = getattr(self, name)
+            if not (value >= 0 if zero else value > 0):
+                raise ValueError(
+                    f"{name}={value!r} is not valid; expected {'>=' if zero else '>'} 0"
+                )
+
+    def require_choice(self, name: str, valid: Any) -> None:
+        """Raise ``ValueError`` naming the field unless its value is in ``valid``."""
+        if getattr(self, name) not in valid:
+            raise ValueError(
+                f"{name}={getattr(self, name)!r} is not valid; expected one of {list(valid)}"
+            )
+
+    def require_digits_size(self) -> None:
+        """``image_size`` resizes the bundled digits only: CIFAR is 32 x 32."""
+        self.require_int("image_size", optional=True)
+        size = getattr(self, "image_size", None)
+        if getattr(self, "data_dir", None) is not None and size not in (None, 32):
+            raise ValueError(
+                f"image_size={size} is not valid with data_dir (CIFAR is 32 x 32); "
+                "image_size only resizes the bundled digits"
+            )
+
     @property
     def is_quick(self) -> bool:
         """``quick``, or, when it is None, whether the run uses the bundled digits."""
@@ -72,7 +122,8 @@ class RunConfig:
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         digits = getattr(self, "data_dir", None) is None
         changes = {
-            k: v for k, v in self.preset.items()
+            k: v
+            for k, v in self.preset.items()
             if getattr(self, k) == defaults[k] and (digits or k != "image_size")
         }
         return dataclasses.replace(self, **changes, quick=True).as_resolved()

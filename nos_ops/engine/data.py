@@ -36,13 +36,28 @@ __all__ = ["DatasetLoader", "load_data", "classifier_loaders"]
 class DatasetLoader:
     """A ``DataLoader`` over a rank's shard of any ``Dataset``, reshuffled by ``set_epoch``."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool,
-                 ctx: DistributedContext, seed: int, workers: int) -> None:
-        self.sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=shuffle,
-                                          seed=seed, drop_last=False)
-        self.loader = DataLoader(dataset, batch_size, sampler=self.sampler, drop_last=drop_last,
-                                 num_workers=workers, pin_memory=ctx.device.type == "cuda",
-                                 persistent_workers=workers > 0)
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        ctx: DistributedContext,
+        seed: int,
+        workers: int,
+    ) -> None:
+        self.sampler = DistributedSampler(
+            dataset, ctx.world_size, ctx.rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+        self.loader = DataLoader(
+            dataset,
+            batch_size,
+            sampler=self.sampler,
+            drop_last=drop_last,
+            num_workers=workers,
+            pin_memory=ctx.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -67,8 +82,10 @@ def load_data(
         train_set, _, test_set = load_digits(image_size or 32)
         return (train_set, test_set, *channel_stats(train_set))
     if image_size not in (None, 32):
-        raise ValueError(f"image_size={image_size} is not valid for CIFAR; its images are "
-                         "32x32 (leave image_size None)")
+        raise ValueError(
+            f"image_size={image_size} is not valid for CIFAR; its images are "
+            "32x32 (leave image_size None)"
+        )
     train_set = load_cifar(os.path.expanduser(data_dir), train=True)
     test_set = load_cifar(os.path.expanduser(data_dir), train=False)
     if train_set.num_classes == 100:
@@ -77,15 +94,26 @@ def load_data(
 
 
 def classifier_loaders(
-    train_data: ImageSet | Dataset, test_data: ImageSet | Dataset, ctx: DistributedContext, *,
-    batch_size: int, seed: int, cutout: int = 0, mean: Any = None, std: Any = None,
-    workers: int = 0, num_classes: int | None = None, image_size: int | None = None,
+    train_data: ImageSet | Dataset,
+    test_data: ImageSet | Dataset,
+    ctx: DistributedContext,
+    config: Any,
+    mean: Any = None,
+    std: Any = None,
 ) -> tuple[Any, Any, int, int]:
-    """(train loader, test loader, num_classes, image size) for a rank; ``batch_size`` is the
-    global batch (split over ranks)."""
+    """(train loader, test loader, num_classes, image size) for a rank.
+
+    From ``config``: ``batch_size`` (the global batch, split over ranks), ``seed`` and, when
+    it has them, ``cutout``, ``workers``, ``num_classes`` and ``image_size`` (for
+    ``Dataset`` inputs). ``mean``/``std`` default to the training images' statistics.
+    """
+    batch_size, seed = config.batch_size, config.seed
+    cutout, workers = getattr(config, "cutout", 0), getattr(config, "workers", 0)
     if batch_size % ctx.world_size:
-        raise ValueError(f"batch_size={batch_size} must be divisible by the world size "
-                         f"{ctx.world_size} (it is the global batch)")
+        raise ValueError(
+            f"batch_size={batch_size} must be divisible by the world size "
+            f"{ctx.world_size} (it is the global batch)"
+        )
     batch = batch_size // ctx.world_size
     if isinstance(train_data, ImageSet):
         if not isinstance(test_data, ImageSet):
@@ -93,16 +121,26 @@ def classifier_loaders(
         if mean is None:
             mean, std = channel_stats(train_data)
         size = train_data.images.shape[-1]
-        common = {"device": ctx.device, "seed": seed, "rank": ctx.rank,
-                  "world_size": ctx.world_size}
-        train = TensorLoader(train_data, batch, shuffle=True, drop_last=True,
-                             augment=Augment(mean, std, max(1, size // 8), True, cutout), **common)
+        common = {
+            "device": ctx.device,
+            "seed": seed,
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+        }
+        train = TensorLoader(
+            train_data,
+            batch,
+            shuffle=True,
+            drop_last=True,
+            augment=Augment(mean, std, max(1, size // 8), True, cutout),
+            **common,
+        )
         test = TensorLoader(test_data, batch, augment=Augment(mean, std, 0, False, 0), **common)
         return train, test, train_data.num_classes, size
-    num_classes = getattr(train_data, "num_classes", None) or num_classes
+    num_classes = getattr(train_data, "num_classes", None) or getattr(config, "num_classes", None)
     if num_classes is None:
         raise ValueError("train_data has no num_classes attribute; set config.num_classes")
-    size = image_size or int(train_data[0][0].shape[-1])
+    size = getattr(config, "image_size", None) or int(train_data[0][0].shape[-1])
     train = DatasetLoader(train_data, batch, True, True, ctx, seed, workers)
     test = DatasetLoader(test_data, batch, False, False, ctx, seed, workers)
     return train, test, num_classes, size

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "gather_objects", "setup_distributed"]
+__all__ = ["DistributedContext", "gather_objects", "setup_distributed", "wrap_ddp_model"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,12 @@ def gather_objects(ctx: DistributedContext, obj: object) -> list[object]:
     gathered: list[object] = [None] * ctx.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def wrap_ddp_model(model: torch.nn.Module, ctx: DistributedContext) -> torch.nn.Module:
+    """``model`` under ``DistributedDataParallel`` when ``ctx`` has several ranks (on its
+    GPU under CUDA), else ``model`` itself."""
+    if not ctx.enabled:
+        return model
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -47,8 +47,11 @@ class ModelTask:
     scaler: torch.amp.GradScaler | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -73,17 +76,26 @@ class Meter:
     def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
         n = labels.shape[0]
-        self.sums += torch.stack([loss.detach().double() * n, top[:, 0].sum().double(),
-                                  top.any(dim=1).sum().double(),
-                                  torch.tensor(n, dtype=torch.float64, device=labels.device)])
+        self.sums += torch.stack(
+            [
+                loss.detach().double() * n,
+                top[:, 0].sum().double(),
+                top.any(dim=1).sum().double(),
+                torch.tensor(n, dtype=torch.float64, device=labels.device),
+            ]
+        )
 
     def result(self, ctx: DistributedContext | None = None) -> dict[str, float]:
         """``loss``, ``top1``, ``top5`` (accuracy, %) and ``samples``."""
         sums = self.sums if ctx is None else ctx.all_reduce_sum(self.sums)
         loss, top1, top5, n = sums.tolist()
         n = max(n, 1.0)
-        return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
-                "samples": int(n)}
+        return {
+            "loss": loss / n,
+            "top1": 100.0 * top1 / n,
+            "top5": 100.0 * top5 / n,
+            "samples": int(n),
+        }
 
 
 def optimizer_step(
@@ -107,8 +119,9 @@ def optimizer_step(
         optimizer.step()
 
 
-def _batches(loader: Iterable, device: torch.device, channels_last: bool, desc: str,
-             show: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    loader: Iterable, device: torch.device, channels_last: bool, desc: str, show: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     total = len(loader) if hasattr(loader, "__len__") else None
     for x, y in progress_bar(loader, total, desc, show):
         x = x.to(device, non_blocking=True)
@@ -153,7 +166,8 @@ def train_one_epoch(
             total = loss
             if aux_logits is not None and auxiliary_weight > 0:
                 total = loss + auxiliary_weight * F.cross_entropy(
-                    aux_logits, y, label_smoothing=label_smoothing)
+                    aux_logits, y, label_smoothing=label_smoothing
+                )
         check_finite("training loss", total.detach(), step)
         optimizer_step(total, optimizer, model.parameters(), grad_clip, scaler)
         meter.update(loss.float(), logits.float(), y)

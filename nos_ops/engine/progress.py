@@ -1,12 +1,16 @@
-"""Progress bars (tqdm when installed) and the lines every run prints."""
+"""Progress bars (tqdm when installed), the lines every run prints, its learning curves."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["progress", "echo"]
+_logger = logging.getLogger(__name__)
+
+__all__ = ["progress", "echo", "draw_curves"]
 
 
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
@@ -30,3 +34,14 @@ def echo(message: str, *, err: bool = False, **_: Any) -> None:
         return
     tqdm.write(message, file=stream)
     stream.flush()
+
+
+def draw_curves(records: list[dict], keys: list[str], path: str | os.PathLike, title: str) -> None:
+    """``curves.png`` of a run's log records (:func:`nos_ops.plot.plot_curves`); without
+    matplotlib a warning instead."""
+    from ..plot import plot_curves
+
+    try:
+        plot_curves(records, keys, path, title=title)
+    except ImportError as err:
+        _logger.warning("learning curves not drawn: %s", err)

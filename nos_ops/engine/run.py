@@ -89,8 +89,14 @@ class RunDir:
     of killed saves are removed. ``enabled=False`` (DDP ranks other than 0) touches nothing.
     """
 
-    def __init__(self, path: str | os.PathLike, *, resume: bool = False,
-                 overwrite: bool = False, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        enabled: bool = True,
+    ) -> None:
         self.path = Path(path).expanduser()
         self.resume, self.overwrite, self.enabled = resume, overwrite, enabled
         self.lock = self.path / ".lock"
@@ -150,15 +156,18 @@ class RunDir:
                 f"run folder {self.path} is in use by process {pid} on {host} (lock file "
                 f"{self.lock}); wait for it to finish, or use another --out"
             )
-        echo(f"{self.path}: took over the stale lock of process {pid} (no longer running)",
-             err=True)
+        echo(
+            f"{self.path}: took over the stale lock of process {pid} (no longer running)", err=True
+        )
         self.lock.unlink(missing_ok=True)
 
     def _prepare(self) -> None:
         removed = remove_temp_files(self.path)
         if removed:
-            echo(f"{self.path}: removed {len(removed)} temporary file(s) of an interrupted save",
-                 err=True)
+            echo(
+                f"{self.path}: removed {len(removed)} temporary file(s) of an interrupted save",
+                err=True,
+            )
         others = sorted(p.name for p in self.path.iterdir() if p.name != ".lock")
         if self.resume:
             if not self.checkpoint.is_file():
@@ -240,9 +249,11 @@ def _advice(task: Task, where: str, good: int | None, path: Path) -> str:
     if good is None:
         return f"{where}; no checkpoint was written yet: start again with a lower lr"
     out = task.config.out
-    return (f"{where}; the last good checkpoint is {path} (after epoch {good}); resume it "
-            f"with a lower learning rate: nos-ops {task.kind} --resume --out {out} --lr LR "
-            f"(Python: resume=True, lr=...)")
+    return (
+        f"{where}; the last good checkpoint is {path} (after epoch {good}); resume it "
+        f"with a lower learning rate: nos-ops {task.kind} --resume --out {out} --lr LR "
+        f"(Python: resume=True, lr=...)"
+    )
 
 
 def _finite_record(record: dict[str, Any]) -> str | None:
@@ -285,16 +296,24 @@ def fit(task: Task, run: RunDir, ctx: DistributedContext) -> list[dict[str, Any]
         except _NonFinite as err:
             step = f", step {err.step}" if err.step is not None else ""
             where = f"non-finite {err.what} ({err.value}) at epoch {epoch}{step}"
-            raise NonFiniteLossError(_advice(task, where, good, run.checkpoint), epoch,
-                                     err.step, run.checkpoint if good else None) from None
+            raise NonFiniteLossError(
+                _advice(task, where, good, run.checkpoint),
+                epoch,
+                err.step,
+                run.checkpoint if good else None,
+            ) from None
         record = {"epoch": epoch, **record, "seconds": time.perf_counter() - began}
         rng = gather_objects(ctx, capture_rng())
         if ctx.is_main:
             logger.log(record)
             task.write_outputs(record, logger.records)
-            save_checkpoint(run.checkpoint, task.kind, {"state": task.state_dict(), "rng": rng,
-                                                        "metrics": record},
-                            config=task.config.to_dict(), epoch=epoch)
+            save_checkpoint(
+                run.checkpoint,
+                task.kind,
+                {"state": task.state_dict(), "rng": rng, "metrics": record},
+                config=task.config.to_dict(),
+                epoch=epoch,
+            )
             echo(task.describe(record))
         good = epoch
         ctx.barrier()

@@ -153,9 +153,17 @@ def save_teacher(
     """Write a teacher file (checkpoint kind ``"teacher"``): ``arch`` (a
     :func:`~nos_ops.models.teachers.create_teacher` name), ``num_classes``, ``image_size``
     (the resolution it was trained at), ``model`` (the weights) and ``metrics``."""
-    save_checkpoint(path, "teacher", {"arch": arch, "num_classes": num_classes,
-                                      "image_size": image_size, "model": model.state_dict(),
-                                      "metrics": metrics or {}})
+    save_checkpoint(
+        path,
+        "teacher",
+        {
+            "arch": arch,
+            "num_classes": num_classes,
+            "image_size": image_size,
+            "model": model.state_dict(),
+            "metrics": metrics or {},
+        },
+    )
 
 
 def load_teacher(

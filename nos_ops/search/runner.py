@@ -36,8 +36,8 @@ from ..engine import (
     write_json,
 )
 from ..engine.amp import check_amp
+from ..engine.progress import draw_curves
 from ..genotype import Genotype
-from ..plot import plot_curves
 from ..space import get_space
 from .task import SearchTask, check_ranks_agree, node_name, op_margins
 
@@ -107,30 +107,16 @@ class SearchConfig(RunConfig):
 
     def __post_init__(self) -> None:
         get_space(self.space)
-        for name in ("channels", "epochs", "batch_size", "partial_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is not valid; expected an int >= 1")
-        if not isinstance(self.layers, int) or self.layers < 3:
-            raise ValueError(f"layers={self.layers!r} is not valid; expected an int >= 3")
-        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs!r} is not valid; expected an "
-                             "int >= 0")
-        for name in ("max_steps_per_epoch", "image_size"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}={value!r} is not valid; expected None or an int >= 1")
+        self.require_int("channels", "epochs", "batch_size", "partial_channels")
+        self.require_int("layers", minimum=3)
+        self.require_int("warmup_epochs", minimum=0)
+        self.require_int("max_steps_per_epoch", optional=True)
+        self.require_digits_size()
         check_amp(self.amp)
-        if self.data_dir is not None and self.image_size not in (None, 32):
-            raise ValueError(f"image_size={self.image_size} is not valid with data_dir (CIFAR "
-                             "is 32 x 32); image_size only resizes the bundled digits")
-        for name in ("lr", "arch_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected > 0")
+        self.require_positive("lr", "arch_lr")
+        self.require_positive("at_weight", zero=True)
         if not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"lr_min={self.lr_min!r} is not valid; expected 0 <= lr_min <= lr")
-        if self.at_weight < 0:
-            raise ValueError(f"at_weight={self.at_weight!r} is not valid; expected >= 0")
 
 
 def _resolve_teacher(config: SearchConfig, ctx: DistributedContext) -> tuple[SearchConfig, dict]:
@@ -138,9 +124,11 @@ def _resolve_teacher(config: SearchConfig, ctx: DistributedContext) -> tuple[Sea
     if config.teacher != "auto":
         return config, {"path": config.teacher, "reused": config.teacher is not None}
     if config.data_dir is not None:
-        raise ValueError("teacher='auto' trains a quick teacher on the bundled digits only; "
-                         "for CIFAR train one (nos-ops teacher --data-dir ...) and pass "
-                         "teacher=PATH (--teacher), or teacher=None (--no-teacher)")
+        raise ValueError(
+            "teacher='auto' trains a quick teacher on the bundled digits only; "
+            "for CIFAR train one (nos-ops teacher --data-dir ...) and pass "
+            "teacher=PATH (--teacher), or teacher=None (--no-teacher)"
+        )
     from ..teacher import quick_teacher
 
     folder = config.teacher_dir or str(Path(config.out).expanduser().parent / "teacher")
@@ -160,14 +148,20 @@ def run_search(config: SearchConfig) -> Genotype:
         config, teacher = _resolve_teacher(config.resolved(), ctx)
         task = SearchTask(config, ctx)
         if ctx.is_main:
-            guide = (f"attention-guided (Eqs. 10, 12, 13) with teacher {config.teacher}"
-                     if config.teacher else "without a teacher (the paper's w/o AGS ablation)")
-            echo(f"search: space {config.space}, {guide}; {task.sizes[0]}/{task.sizes[1]} "
-                 f"images for weights/architecture, {task.steps} steps per epoch, "
-                 f"{'quick run on the digits' if config.quick else 'full settings'}, "
-                 f"{ctx.world_size} rank(s) on {ctx.device}, into {config.out}")
-        with RunDir(config.out, resume=config.resume, overwrite=config.overwrite,
-                    enabled=ctx.is_main) as run:
+            guide = (
+                f"attention-guided (Eqs. 10, 12, 13) with teacher {config.teacher}"
+                if config.teacher
+                else "without a teacher (the paper's w/o AGS ablation)"
+            )
+            echo(
+                f"search: space {config.space}, {guide}; {task.sizes[0]}/{task.sizes[1]} "
+                f"images for weights/architecture, {task.steps} steps per epoch, "
+                f"{'quick run on the digits' if config.quick else 'full settings'}, "
+                f"{ctx.world_size} rank(s) on {ctx.device}, into {config.out}"
+            )
+        with RunDir(
+            config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
+        ) as run:
             records = fit(task, run, ctx)
             check_ranks_agree(ctx, task.net)
             if ctx.is_main:
@@ -178,23 +172,35 @@ def run_search(config: SearchConfig) -> Genotype:
             ctx.close()
 
 
-def _finish(task: SearchTask, run: RunDir, records: list[dict], teacher: dict,
-            wall_s: float) -> None:
+def _finish(
+    task: SearchTask, run: RunDir, records: list[dict], teacher: dict, wall_s: float
+) -> None:
     margins = op_margins(task.net, task.genotype)
-    echo(f"margin of the chosen ops (softmax weight / uniform 1/{len(task.net.space.ops)}): "
-         f"mean {margins['mean']:.2f}")
+    echo(
+        f"margin of the chosen ops (softmax weight / uniform 1/{len(task.net.space.ops)}): "
+        f"mean {margins['mean']:.2f}"
+    )
     for cell in ("normal", "reduce"):
         picks = ", ".join(f"{r['edge']} {r['op']} {r['margin']:.2f}" for r in margins[cell])
         echo(f"  {cell}: {picks}")
     task.genotype.save(run.path / "genotype.json")
     last = records[-1] if records else {}
-    write_json({"genotype": task.genotype.to_dict(), "margins": margins,
-                "valid_top1": last.get("valid_top1"), "train_top1": last.get("train_top1"),
-                "epochs": task.config.epochs, "teacher": teacher, "wall_s": wall_s,
-                "out": str(run.path)}, run.path / "result.json")
+    write_json(
+        {
+            "genotype": task.genotype.to_dict(),
+            "margins": margins,
+            "valid_top1": last.get("valid_top1"),
+            "train_top1": last.get("train_top1"),
+            "epochs": task.config.epochs,
+            "teacher": teacher,
+            "wall_s": wall_s,
+            "out": str(run.path),
+        },
+        run.path / "result.json",
+    )
     if records and task.config.plots:
         keys = ["train_loss", "train_top1", "valid_top1", "arch_loss", "margin"]
         keys += ["at_loss"] if task.teacher is not None else []
-        plot_curves(records, keys, run.path / "curves.png", title=f"{task.config.space} search")
+        draw_curves(records, keys, run.path / "curves.png", f"{task.config.space} search")
     if task.ctx.enabled:
         echo(f"all {task.ctx.world_size} ranks derived the same genotype")

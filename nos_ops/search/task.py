@@ -54,8 +54,9 @@ def _datasets(config: SearchConfig) -> tuple:
         return (weights, arch, val, *channel_stats(weights))
     train = load_cifar(Path(config.data_dir).expanduser(), train=True)
     weights, arch = split_for_search(train, 0.5, config.seed)
-    stats = (CIFAR100_MEAN, CIFAR100_STD) if train.num_classes == 100 else (CIFAR10_MEAN,
-                                                                            CIFAR10_STD)
+    stats = (
+        (CIFAR100_MEAN, CIFAR100_STD) if train.num_classes == 100 else (CIFAR10_MEAN, CIFAR10_STD)
+    )
     return (weights, arch, arch, *stats)
 
 
@@ -73,18 +74,23 @@ def op_margins(net: SearchNetwork, genotype: Genotype) -> dict[str, Any]:
     the surrogate node ``k'`` and ``k'->k`` is its tier-2 edge), and
     ``mean`` over all chosen edges of both cells."""
     ops, out = net.space.ops, {}
-    for name, cell, alphas in (("normal", genotype.normal, net.alphas_normal),
-                               ("reduce", genotype.reduce, net.alphas_reduce)):
+    for name, cell, alphas in (
+        ("normal", genotype.normal, net.alphas_normal),
+        ("reduce", genotype.reduce, net.alphas_reduce),
+    ):
         probs, rows, offset = alphas.detach().float().softmax(-1).cpu(), [], 0
         for node, block in enumerate(cell.blocks):
             target = f"{node}'" if block.tier2 is not None else str(node)
-            picks = [(op, f"{node_name(source)}->{target}", offset + source)
-                     for op, source in block.edges]
+            picks = [
+                (op, f"{node_name(source)}->{target}", offset + source)
+                for op, source in block.edges
+            ]
             if block.tier2 is not None:
                 picks.append((block.tier2, f"{node}'->{node}", net.space.tier1_edges + node))
-            rows += [{"edge": edge, "op": op,
-                      "margin": float(probs[row, ops.index(op)]) * len(ops)}
-                     for op, edge, row in picks]
+            rows += [
+                {"edge": edge, "op": op, "margin": float(probs[row, ops.index(op)]) * len(ops)}
+                for op, edge, row in picks
+            ]
             offset += 2 + node
         out[name] = rows
     margins = [r["margin"] for name in ("normal", "reduce") for r in out[name]]
@@ -100,40 +106,69 @@ class SearchTask:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
         seed_everything(config.seed)
         if config.batch_size % ctx.world_size:
-            raise ValueError(f"batch_size={config.batch_size} must be divisible by the world "
-                             f"size {ctx.world_size} (it is the global batch)")
+            raise ValueError(
+                f"batch_size={config.batch_size} must be divisible by the world "
+                f"size {ctx.world_size} (it is the global batch)"
+            )
         batch = config.batch_size // ctx.world_size
         weight_set, arch_set, acc_set, mean, std = _datasets(config)
-        augment = Augment(mean, std, crop_padding=max(weight_set.images.shape[-1] // 8, 1),
-                          flip=True)
+        augment = Augment(
+            mean, std, crop_padding=max(weight_set.images.shape[-1] // 8, 1), flip=True
+        )
         shard = {"device": ctx.device, "rank": ctx.rank, "world_size": ctx.world_size}
-        self.loaders = [TensorLoader(data, batch, shuffle=True, drop_last=True, augment=augment,
-                                     seed=config.seed + offset, **shard)
-                        for offset, data in ((0, weight_set), (1, arch_set))]
-        self.acc_loader = TensorLoader(acc_set, batch, augment=Augment(mean, std, 0, False),
-                                       **shard)
+        self.loaders = [
+            TensorLoader(
+                data,
+                batch,
+                shuffle=True,
+                drop_last=True,
+                augment=augment,
+                seed=config.seed + offset,
+                **shard,
+            )
+            for offset, data in ((0, weight_set), (1, arch_set))
+        ]
+        self.acc_loader = TensorLoader(
+            acc_set, batch, augment=Augment(mean, std, 0, False), **shard
+        )
         self.steps = min(len(loader) for loader in self.loaders)
         if self.steps == 0:
-            raise ValueError(f"batch_size={config.batch_size} is larger than the "
-                             f"{len(weight_set)} images of a search half; lower it")
+            raise ValueError(
+                f"batch_size={config.batch_size} is larger than the "
+                f"{len(weight_set)} images of a search half; lower it"
+            )
         self.steps = min(self.steps, config.max_steps_per_epoch or self.steps)
         self.sizes = (len(weight_set), len(arch_set))
         self.num_classes = weight_set.num_classes
-        self.net = SearchNetwork(config.channels, self.num_classes, config.layers,
-                                 config.space, partial_channels=config.partial_channels
-                                 ).to(ctx.device)
+        self.net = SearchNetwork(
+            config.channels,
+            self.num_classes,
+            config.layers,
+            config.space,
+            partial_channels=config.partial_channels,
+        ).to(ctx.device)
         self.teacher = None
         if config.teacher is not None:
-            self.teacher = load_teacher(config.teacher, self.num_classes, ctx.device,
-                                        weight_set.images.shape[-1])
+            self.teacher = load_teacher(
+                config.teacher, self.num_classes, ctx.device, weight_set.images.shape[-1]
+            )
         self.weight_model = wrap_ddp(self.net) if ctx.enabled else self.net
-        self.optimizer = torch.optim.SGD(self.net.weight_parameters(), config.lr,
-                                         momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.net.weight_parameters(),
+            config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
         self.dtype = amp_dtype(config.amp)
-        self.architect = Architect(self.net, config.arch_lr, config.arch_weight_decay,
-                                   second_order=config.second_order, at_weight=config.at_weight,
-                                   teacher=self.teacher, amp_dtype=self.dtype)
+        self.architect = Architect(
+            self.net,
+            config.arch_lr,
+            config.arch_weight_decay,
+            second_order=config.second_order,
+            at_weight=config.at_weight,
+            teacher=self.teacher,
+            amp_dtype=self.dtype,
+        )
         self.scaler = grad_scaler(config.amp, ctx.device)
         self.genotype = self.net.genotype()
 
@@ -147,17 +182,33 @@ class SearchTask:
         search_arch = epoch > c.warmup_epochs
         show = c.progress and self.ctx.is_main
         batches = zip(range(self.steps), *self.loaders)
-        for step, (tx, ty), (vx, vy) in progress(batches, self.steps,
-                                                 f"epoch {epoch}/{c.epochs}", show):
+        for step, (tx, ty), (vx, vy) in progress(
+            batches, self.steps, f"epoch {epoch}/{c.epochs}", show
+        ):
             arch_loss = torch.zeros((), device=self.ctx.device)
             if search_arch:
                 arch_loss = self.architect.step(tx, ty, vx, vy, lr, self.optimizer)["loss"]
-            stats = weight_step(self.weight_model, self.optimizer, tx, ty, self.teacher,
-                                c.at_weight, c.grad_clip, self.scaler, self.dtype)
-            values = torch.stack([stats["loss"], stats["ce"], stats["at_loss"],
-                                  stats["correct"].float(),
-                                  torch.tensor(float(len(ty)), device=self.ctx.device),
-                                  arch_loss.float()]).float()
+            stats = weight_step(
+                self.weight_model,
+                self.optimizer,
+                tx,
+                ty,
+                self.teacher,
+                c.at_weight,
+                c.grad_clip,
+                self.scaler,
+                self.dtype,
+            )
+            values = torch.stack(
+                [
+                    stats["loss"],
+                    stats["ce"],
+                    stats["at_loss"],
+                    stats["correct"].float(),
+                    torch.tensor(float(len(ty)), device=self.ctx.device),
+                    arch_loss.float(),
+                ]
+            ).float()
             values = self.ctx.all_reduce_sum(values).double().cpu()
             check_finite("training loss", values[0], step + 1)
             check_finite("architecture loss", values[5], step + 1)
@@ -172,27 +223,39 @@ class SearchTask:
             loader.set_epoch(epoch - 1)
         self.net.train()
         totals = self._steps(epoch, lr)
-        valid = _evaluate(self.net, self.acc_loader, self.config.max_steps_per_epoch,
-                          self.ctx, self.config.amp)
+        valid = _evaluate(
+            self.net, self.acc_loader, self.config.max_steps_per_epoch, self.ctx, self.config.amp
+        )
         check_ranks_agree(self.ctx, self.net)
         self.genotype = self.net.genotype()
         n = self.steps * self.ctx.world_size
-        soft = [a.detach().float().softmax(-1).cpu().tolist()
-                for a in (self.net.alphas_normal, self.net.alphas_reduce)]
-        return {"lr": lr, "arch_steps": epoch > self.config.warmup_epochs,
-                "train_loss": float(totals[1]) / n,
-                "train_top1": 100 * float(totals[3] / totals[4]),
-                "at_loss": float(totals[2]) / n, "objective": float(totals[0]) / n,
-                "arch_loss": float(totals[5]) / n, "valid_top1": valid,
-                "margin": op_margins(self.net, self.genotype)["mean"],
-                "alphas_normal": soft[0], "alphas_reduce": soft[1],
-                "genotype": self.genotype.to_dict()}
+        soft = [
+            a.detach().float().softmax(-1).cpu().tolist()
+            for a in (self.net.alphas_normal, self.net.alphas_reduce)
+        ]
+        return {
+            "lr": lr,
+            "arch_steps": epoch > self.config.warmup_epochs,
+            "train_loss": float(totals[1]) / n,
+            "train_top1": 100 * float(totals[3] / totals[4]),
+            "at_loss": float(totals[2]) / n,
+            "objective": float(totals[0]) / n,
+            "arch_loss": float(totals[5]) / n,
+            "valid_top1": valid,
+            "margin": op_margins(self.net, self.genotype)["mean"],
+            "alphas_normal": soft[0],
+            "alphas_reduce": soft[1],
+            "genotype": self.genotype.to_dict(),
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "weight_optimizer": self.optimizer.state_dict(),
-                "arch_optimizer": self.architect.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler else None,
-                "genotype": self.genotype.to_dict()}
+        return {
+            "model": self.net.state_dict(),
+            "weight_optimizer": self.optimizer.state_dict(),
+            "arch_optimizer": self.architect.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "genotype": self.genotype.to_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
@@ -207,10 +270,12 @@ class SearchTask:
 
     def describe(self, r: dict[str, Any]) -> str:
         warm = "" if r["arch_steps"] else ", weights only (warm-up)"
-        return (f"epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train loss "
-                f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.1f}%, at loss "
-                f"{r['at_loss']:.4g}, valid top-1 {r['valid_top1']:.1f}%, margin "
-                f"{r['margin']:.2f}{warm} ({r['seconds']:.1f} s)")
+        return (
+            f"epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train loss "
+            f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.1f}%, at loss "
+            f"{r['at_loss']:.4g}, valid top-1 {r['valid_top1']:.1f}%, margin "
+            f"{r['margin']:.2f}{warm} ({r['seconds']:.1f} s)"
+        )
 
     def write_outputs(self, record: dict[str, Any], records: list[dict]) -> None:
         out, c = Path(self.config.out), self.config
@@ -221,8 +286,9 @@ class SearchTask:
             plot_arch_weights(records, self.net.space.ops, out / "arch_weights.png", title=title)
 
 
-def _evaluate(net: nn.Module, loader: TensorLoader, max_batches: int | None,
-              ctx: DistributedContext, amp: str) -> float:
+def _evaluate(
+    net: nn.Module, loader: TensorLoader, max_batches: int | None, ctx: DistributedContext, amp: str
+) -> float:
     """Top-1 accuracy (%) of the supernet over ranks, BatchNorm on batch statistics and the
     running statistics untouched (in short searches they lag far behind)."""
     buffers = {name: b.clone() for name, b in net.named_buffers()}
@@ -248,5 +314,7 @@ def check_ranks_agree(ctx: DistributedContext, net: SearchNetwork) -> None:
     dist.all_gather(gathered, flat)
     differ = [r for r, g in enumerate(gathered) if not torch.equal(g, gathered[0])]
     if differ:
-        raise RuntimeError(f"ranks {differ} hold different architecture weights than rank 0; "
-                           "the ranks would derive different genotypes")
+        raise RuntimeError(
+            f"ranks {differ} hold different architecture weights than rank 0; "
+            "the ranks would derive different genotypes"
+        )
