@@ -227,7 +227,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     config = config.resolved()
     ctx = setup_distributed(config.device)
     task = _StudyTask(config, ctx)
-    with RunDir(config.out, resume=config.resume, overwrite=config.overwrite) as run:
+    with RunDir.of(config, ctx) as run:
         fit(task, run, ctx)
         quick = ", quick mode: narrower and shorter than the paper" if config.quick else ""
         caption = (

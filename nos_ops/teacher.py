@@ -143,9 +143,7 @@ def train_teacher(config: TeacherConfig) -> dict[str, Any]:
             f"teacher: {config.arch}, {config.epochs} epochs at {task.image_size} x "
             f"{task.image_size} ({where}), into {config.out}"
         )
-    with RunDir(
-        config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
-    ) as run:
+    with RunDir.of(config, ctx) as run:
         records = fit(task, run, ctx)
         path = run.path / "teacher.pt"
         test = evaluate(task.model, task.test_loader, amp=config.amp, ctx=ctx)

@@ -278,9 +278,7 @@ def train(
             f"{'quick run on the digits' if config.quick else 'full recipe'}, world "
             f"{ctx.world_size}, into {config.out}"
         )
-    with RunDir(
-        config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
-    ) as run:
+    with RunDir.of(config, ctx) as run:
         records = fit(task, run, ctx)
         last = records[-1] if records else {}
         final = {

@@ -259,3 +259,11 @@ def test_examples_are_short_scripts_of_the_python_api():
         assert len(text.splitlines()) <= 60, path.name
         compile(text, str(path), "exec")
         assert "from nos_ops." in text and "def main(" in text, path.name
+
+
+def test_a_diverging_teacher_exits_1_and_writes_no_teacher(tmp_path, capsys):
+    out = tmp_path / "teacher"
+    assert main(["teacher", *TEACHER, "--lr", "1e12", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "stopped: non-finite training loss" in err and "epoch 1, step" in err
+    assert not (out / "teacher.pt").exists() and not (out / ".lock").exists()

@@ -102,6 +102,14 @@ class RunDir:
         self.lock = self.path / ".lock"
         self._held = False
 
+    @classmethod
+    def of(cls, config: RunConfig, ctx: DistributedContext) -> RunDir:
+        """The run folder of ``config`` (``out``, ``resume``, ``overwrite``); only the main
+        rank of ``ctx`` touches it."""
+        return cls(
+            config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
+        )
+
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pt"

@@ -159,9 +159,7 @@ def run_search(config: SearchConfig) -> Genotype:
                 f"{'quick run on the digits' if config.quick else 'full settings'}, "
                 f"{ctx.world_size} rank(s) on {ctx.device}, into {config.out}"
             )
-        with RunDir(
-            config.out, resume=config.resume, overwrite=config.overwrite, enabled=ctx.is_main
-        ) as run:
+        with RunDir.of(config, ctx) as run:
             records = fit(task, run, ctx)
             check_ranks_agree(ctx, task.net)
             if ctx.is_main:
