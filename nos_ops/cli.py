@@ -540,7 +540,11 @@ def _guard(run: Callable[[], None], args: argparse.Namespace, config: Any) -> in
         return 1
     except KeyboardInterrupt:
         out = getattr(config, "out", None)
-        hint = f"; continue with: nos-ops {args.command} --resume --out {out}" if out else ""
+        hint = ""
+        if out is not None and (Path(out) / "checkpoint.pt").is_file():
+            hint = f"; continue with: nos-ops {args.command} --resume --out {out}"
+        elif out is not None:
+            hint = f"; no checkpoint yet: start again with --overwrite --out {out}"
         print(f"nos-ops {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

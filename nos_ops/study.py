@@ -227,6 +227,11 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     config = config.resolved()
     ctx = setup_distributed(config.device)
     task = _StudyTask(config, ctx)
+    where = "quick run on the digits" if config.quick else "paper recipe"
+    echo(
+        f"study: ResNet-18 x{config.width:g} and {len(config.ops)} op(s) after stages "
+        f"{config.stages}, {config.epochs} epochs each ({where}), into {config.out}"
+    )
     with RunDir.of(config, ctx) as run:
         fit(task, run, ctx)
         quick = ", quick mode: narrower and shorter than the paper" if config.quick else ""

@@ -267,3 +267,16 @@ def test_a_diverging_teacher_exits_1_and_writes_no_teacher(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "stopped: non-finite training loss" in err and "epoch 1, step" in err
     assert not (out / "teacher.pt").exists() and not (out / ".lock").exists()
+
+
+def test_ctrl_c_says_how_to_continue(teacher, tmp_path, monkeypatch, capsys):
+    import nos_ops.teacher as teacher_module
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacher_module, "train_teacher", interrupted)
+    assert main(["teacher", "--resume", "--out", str(teacher)]) == 130
+    assert f"continue with: nos-ops teacher --resume --out {teacher}" in capsys.readouterr().err
+    assert main(["teacher", *TEACHER, "--out", str(tmp_path / "new")]) == 130
+    assert "no checkpoint yet" in capsys.readouterr().err
