@@ -78,8 +78,10 @@ class ImageSet:
                 f"labels must be an int64 tensor of shape ({self.images.shape[0]},), got "
                 f"{self.labels.dtype} of shape {tuple(self.labels.shape)}"
             )
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or (
-            self.num_classes < 1
+        if (
+            not isinstance(self.num_classes, int)
+            or isinstance(self.num_classes, bool)
+            or (self.num_classes < 1)
         ):
             raise ValueError(f"num_classes={self.num_classes!r} is not valid; expected an int >= 1")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
@@ -420,8 +422,10 @@ class Augment:
         check_bool("flip", flip)
         if not isinstance(crop_padding, int) or isinstance(crop_padding, bool) or crop_padding < 0:
             raise ValueError(f"crop_padding={crop_padding!r} is not valid; expected an int >= 0")
-        if not isinstance(cutout_length, int) or isinstance(cutout_length, bool) or (
-            cutout_length < 0
+        if (
+            not isinstance(cutout_length, int)
+            or isinstance(cutout_length, bool)
+            or (cutout_length < 0)
         ):
             raise ValueError(f"cutout_length={cutout_length!r} is not valid; expected an int >= 0")
         numbers = all(

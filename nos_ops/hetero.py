@@ -144,7 +144,10 @@ def kernel_extent(op: nn.Module) -> int:
 
 
 def hetero_output(
-    op: nn.Module, family: Family, x: torch.Tensor, weight: torch.Tensor | float = 1.0,
+    op: nn.Module,
+    family: Family,
+    x: torch.Tensor,
+    weight: torch.Tensor | float = 1.0,
     extent: int | None = None,
 ) -> HeteroOutput:
     """What ``op`` of ``family`` produces from ``x``, scaled by ``weight``.

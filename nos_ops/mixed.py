@@ -96,9 +96,7 @@ class MixedHeteroOp(nn.Module):
             for op, f in zip(self.ops, self.families)
         )
         # DynamicConv2d ops generate their kernels together (one matmul reads x once)
-        self._generated = tuple(
-            i for i in self._active if type(self.ops[i]) is DynamicConv2d
-        )
+        self._generated = tuple(i for i in self._active if type(self.ops[i]) is DynamicConv2d)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
         self._check(x, weights)

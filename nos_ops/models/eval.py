@@ -23,9 +23,7 @@ class _AuxiliaryHead(nn.Module):
     """DARTS's auxiliary classifier: ReLU, 5x5 average pool, 1x1 conv to 128, 2x2 conv to
     768, linear; it expects the features after the second reduction cell."""
 
-    def __init__(
-        self, channels: int, num_classes: int, pool_stride: int, final_norm: bool
-    ) -> None:
+    def __init__(self, channels: int, num_classes: int, pool_stride: int, final_norm: bool) -> None:
         super().__init__()
         check_positive("channels", channels)
         check_positive("num_classes", num_classes)
@@ -86,9 +84,7 @@ class _Network(nn.Module):
         check_probability("drop_path_prob", value)
         self._drop_path_prob = float(value)
 
-    def _check_args(
-        self, channels: int, num_classes: int, layers: int, auxiliary: bool
-    ) -> None:
+    def _check_args(self, channels: int, num_classes: int, layers: int, auxiliary: bool) -> None:
         check_positive("channels", channels)
         check_positive("num_classes", num_classes)
         check_positive("layers", layers)

@@ -74,9 +74,7 @@ class _DepthwiseConv2d(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return depthwise_conv2d(
-            x, self.weight, self.stride[0], self.padding[0], self.dilation[0]
-        )
+        return depthwise_conv2d(x, self.weight, self.stride[0], self.padding[0], self.dilation[0])
 
 
 class _SeparableConv2d(torch.autograd.Function):
@@ -345,7 +343,13 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
         like = grad.new_empty(ctx.shape).contiguous(memory_format=torch.channels_last)
         grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
             grad.contiguous(memory_format=torch.channels_last),
-            like, [k, k], [s, s], [k // 2, k // 2], [1, 1], False, indices,
+            like,
+            [k, k],
+            [s, s],
+            [k // 2, k // 2],
+            [1, 1],
+            False,
+            indices,
         )
         return grad_x.contiguous(), None, None
 
@@ -355,7 +359,9 @@ def _max_pool_channels_last(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out, indices = torch.ops.aten.max_pool2d_with_indices(
         x.contiguous(memory_format=torch.channels_last),
-        [kernel_size] * 2, [stride] * 2, [kernel_size // 2] * 2,
+        [kernel_size] * 2,
+        [stride] * 2,
+        [kernel_size // 2] * 2,
     )
     return out.contiguous(), indices
 

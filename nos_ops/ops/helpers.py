@@ -127,9 +127,7 @@ def check_features(
         check_dtype(x, like, name, layer)
 
 
-def check_dtype(
-    x: torch.Tensor, like: torch.Tensor, name: str = "x", layer: object = None
-) -> None:
+def check_dtype(x: torch.Tensor, like: torch.Tensor, name: str = "x", layer: object = None) -> None:
     """Raise ``TypeError`` if ``x`` and the parameter ``like`` differ in dtype outside
     ``torch.autocast`` (or ``x`` is not floating point)."""
     if x.dtype == like.dtype:

@@ -184,9 +184,7 @@ def declares(op: nn.Module, capability: str) -> bool:
 def _check_class(name: str, family: Family, cls: type) -> None:
     """The parts of the contract a class factory shows before it is instantiated."""
     if not issubclass(cls, nn.Module):
-        raise TypeError(
-            f"factory={cls.__name__} for op name={name!r} is not an nn.Module subclass"
-        )
+        raise TypeError(f"factory={cls.__name__} for op name={name!r} is not an nn.Module subclass")
     for method in _INTERFACE[family][:1]:
         if not callable(getattr(cls, method, None)):
             raise TypeError(
@@ -229,6 +227,4 @@ def check_product(name: str, family: Family | str, op: object) -> None:
             )
         missing = [a for a in needs if getattr(op, a, None) is None]
         if missing:
-            raise TypeError(
-                f"{what} built a {cls} declaring {capability}=True without {missing}"
-            )
+            raise TypeError(f"{what} built a {cls} declaring {capability}=True without {missing}")
