@@ -27,6 +27,7 @@ __all__ = [
     "dynamic_depthwise_conv2d",
     "generate_kernels",
     "identity_kernel",
+    "rms_normalize",
     "spread_kernels",
 ]
 
@@ -374,9 +375,15 @@ class DynamicConv2d(nn.Module):
 
     ``forward(x)`` returns ``x + x (x) D`` (Eq. 5 with one dynamic op), B x C x H' x W'
     with H' = ceil(H / stride); ``kernels(x)`` returns ``D`` for the heterogeneous block.
-    The decode weights start at N(0, ``decode_init_std``^2), so ``D`` starts near zero and
-    the layer near the identity: with a default init, D grows with the input's scale and
-    networks that stack several of these layers fail to train.
+
+    Two choices where Fig. 1 is silent keep the layer stable when stacked: the generator
+    reads ``x`` divided by its per-sample RMS (:func:`rms_normalize`), so ``D`` does not
+    depend on the input's scale and ``op(s * x) == s * op(x)`` for ``s > 0`` (a kernel made
+    linearly from the features it is applied to makes ``x (x) D`` quadratic in ``x``, and
+    stacked layers diverge); and every tap is bounded, ``D = tanh(decode(...)) / k^2``, so
+    ``sum |D| < 1`` and the layer's gain is at most 2 whatever its weights, as the attention
+    ops' ``1 + A`` is. The decode weights start at N(0, ``decode_init_std``^2): ``D``
+    starts near zero and the layer near the identity.
     """
 
     def __init__(
@@ -433,13 +440,14 @@ def generate_kernels(
 ) -> list[torch.Tensor]:
     """``[op.kernels(x) for op in ops]`` for dynamic convs sharing the input ``x``.
 
-    The 1x1 convs of Fig. 1 are batched matmuls on B x C x HW, the bottleneck convs of all
-    ``ops`` one matmul with their weights stacked, the kernel-transform convs another:
-    small 1x1 convs cost several times less this way on CPU. With ``recompute`` (while
-    autograd records) the maps in between (softmax weights and contexts, B x (k*k + C/r) x
-    HW per op: more than x itself for small C) are recomputed in backward instead of being
-    kept (``torch.utils.checkpoint``): less memory for about a quarter more time. Returns
-    one B x C x k x k tensor per op.
+    ``x`` is divided by its per-sample RMS once for all ``ops`` (see
+    :class:`DynamicConv2d`). The 1x1 convs of Fig. 1 are batched matmuls on B x C x HW, the
+    bottleneck convs of all ``ops`` one matmul with their weights stacked, the
+    kernel-transform convs another: small 1x1 convs cost several times less this way on
+    CPU. With ``recompute`` (while autograd records) the maps in between (softmax weights
+    and contexts, B x (k*k + C/r) x HW per op: more than x itself for small C) are
+    recomputed in backward instead of being kept (``torch.utils.checkpoint``): less memory
+    for about a quarter more time. Returns one B x C x k x k tensor per op.
     """
     weights = [w for op in ops for w in (op.bottleneck.weight, op.transform.weight)]
     weights += [op.decode.weight for op in ops]
@@ -449,13 +457,24 @@ def generate_kernels(
     return list(_generate(shapes, x, *weights))
 
 
+def rms_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """B x C x H x W ``x`` divided by its root mean square over C x H x W, per sample.
+
+    Scale-free: ``rms_normalize(s * x) == rms_normalize(x)`` for ``s > 0`` while the mean
+    square stays well above ``eps``; computed in float32 at least, so that half-precision
+    inputs neither underflow nor overflow."""
+    mean_square = x.to(torch.promote_types(x.dtype, torch.float32)).pow(2)
+    mean_square = mean_square.mean(dim=(1, 2, 3), keepdim=True)
+    return x * torch.rsqrt(mean_square + eps).to(x.dtype)
+
+
 def _generate(
     shapes: tuple[tuple[int, int], ...], x: torch.Tensor, *weights: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
     """:func:`generate_kernels` from the weights: bottleneck and transform of each op, then
     the decode weights; ``shapes`` holds (channels, kernel size) per op."""
     batch, count = x.shape[0], len(shapes)
-    flat = x.flatten(2)  # B x C x HW
+    flat = rms_normalize(x).flatten(2)  # B x C x HW
 
     def conv1x1(stack: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         mats = [w.flatten(1) for w in stack]
@@ -469,7 +488,8 @@ def _generate(
     for (channels, k), context, logit, decode in zip(shapes, contexts, logits, decodes):
         latent = torch.bmm(context, logit.softmax(dim=-1).transpose(1, 2))  # B x C/r x k*k
         decode = decode.flatten(1).expand(batch, -1, -1)
-        kernels.append(torch.bmm(decode, latent).view(batch, channels, k, k))
+        raw = torch.bmm(decode, latent).view(batch, channels, k, k)
+        kernels.append(torch.tanh(raw) / (k * k))  # every |tap| < 1 / k^2: sum |D| < 1
     return tuple(kernels)
 
 
