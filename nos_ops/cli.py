@@ -296,6 +296,8 @@ def make_config(args: argparse.Namespace) -> Any:
     """The config of parsed ``args``: the flags given over the config's defaults, or, with
     ``--resume``, over the checkpoint's config (only :data:`RESUMABLE` fields may be given)."""
     cls = _config_class(args.command)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"threads={args.threads} is not valid; expected an int >= 1")
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if given.get("teacher") == "":
@@ -513,8 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guard(lambda: _export(args), args, None)
     try:
         config = make_config(args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
-        parsers[args.command].error(str(err).splitlines()[0])
+    except (ValueError, TypeError, KeyError, FileNotFoundError, CheckpointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        parsers[args.command].error(" ".join(str(message).split()))
     _threads(args, config)
     if args.command == "train":
         return _guard(lambda: _train(config, args), args, config)
@@ -526,7 +529,7 @@ def _guard(run: Callable[[], None], args: argparse.Namespace, config: Any) -> in
     try:
         run()
     except NonFiniteLossError as err:
-        print(f"nos-ops {args.command}: stopped: {err}", file=sys.stderr)
+        print(f"nos-ops {args.command}: stopped: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     except (
         RunLockedError,
@@ -536,7 +539,7 @@ def _guard(run: Callable[[], None], args: argparse.Namespace, config: Any) -> in
         ValueError,
         ImportError,
     ) as err:
-        print(f"nos-ops {args.command}: error: {err}", file=sys.stderr)
+        print(f"nos-ops {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         out = getattr(config, "out", None)

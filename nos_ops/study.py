@@ -72,6 +72,10 @@ class StudyConfig(RunConfig):
         unknown = [op for op in self.ops if op not in OPS]
         if unknown or not self.ops:
             raise ValueError(f"ops={self.ops!r} is not valid; expected names from {list(OPS)}")
+        if not self.stages or any(s not in (1, 2, 3, 4) for s in self.stages):
+            raise ValueError(
+                f"stages={self.stages!r} is not valid; ResNet-18 has stages 1, 2, 3 and 4"
+            )
         self.require_positive("width", "lr")
         self.require_int("epochs", "batch_size")
         self.require_int("max_steps_per_epoch", optional=True)

@@ -109,8 +109,12 @@ class TrainConfig(RunConfig):
         self.require_choice("network", NETWORKS)
         self.require_choice("schedule", ("cosine", "linear"))
         check_amp(self.amp)
-        self.require_int("epochs", "batch_size", "layers", "channels")
+        self.require_int("epochs", "batch_size", "channels")
+        self.require_int("layers", minimum=3)
+        self.require_int("image_size", "num_classes", optional=True)
         self.require_positive("lr")
+        self.require_positive("weight_decay", zero=True, optional=True)
+        get_genotype(self.genotype)  # a name, a genotype or a file: refused now, not later
         self.require_positive("auxiliary_weight", "cutout", zero=True)
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(

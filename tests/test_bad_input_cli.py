@@ -119,13 +119,6 @@ def test_bad_values_are_refused_by_the_config(argv, match, capsys):
     _exits_2_in_one_line(argv, match, capsys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="cli gap: main() catches ValueError "
-    "and TypeError from make_config but not the KeyError of an unknown space, "
-    "so the user sees a traceback",
-)
 def test_an_unknown_space_exits_2_in_one_line(capsys):
     with pytest.raises(KeyError, match="unknown space='nope'; presets: nos"):
         _config(["search", "--space", "nope"])

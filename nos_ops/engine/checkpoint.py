@@ -106,7 +106,8 @@ def read_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         raise CheckpointError(
             f"checkpoint {path} cannot be read: it is truncated or not a torch file "
-            f"({type(err).__name__}: {err}); delete it (start afresh with --overwrite) or "
+            f"({type(err).__name__}: {' '.join(str(err).split()[:12])}); delete it (start "
+            "afresh with --overwrite) or "
             "restore it from a backup"
         ) from None
 

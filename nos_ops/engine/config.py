@@ -13,6 +13,7 @@ change the numbers.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -78,12 +79,14 @@ class RunConfig:
                     f"{name}={value!r} is not valid; expected {none}an int >= {minimum}"
                 )
 
-    def require_positive(self, *names: str, zero: bool = False) -> None:
-        """Raise ``ValueError`` naming the field unless each number is > 0 (>= 0 with
-        ``zero``)."""
+    def require_positive(self, *names: str, zero: bool = False, optional: bool = False) -> None:
+        """Raise ``ValueError`` naming the field unless each number is finite and > 0 (>= 0
+        with ``zero``; or None, when ``optional``)."""
         for name in names:
             value = getattr(self, name)
-            if not (value >= 0 if zero else value > 0):
+            if optional and value is None:
+                continue
+            if not math.isfinite(value) or not (value >= 0 if zero else value > 0):
                 raise ValueError(
                     f"{name}={value!r} is not valid; expected {'>=' if zero else '>'} 0"
                 )

@@ -1,4 +1,4 @@
-"""The search pipeline (Sec. 4.2, Appendix A1) on the run engine: what its loop computes.
+"""The search pipeline (Sec. 4.2, Appendix A1) on the run engine: its settings and its run.
 
 :func:`run_search` trains the proxy :class:`~nos_ops.models.SearchNetwork` by alternating,
 per step, an architecture step on a batch of the architecture half (Eq. 13) and a weight
@@ -7,7 +7,8 @@ teacher (Eq. 10): the paper's method. By default (``teacher="auto"``) a quick te
 bundled digits is trained or reused first (:func:`nos_ops.teacher.quick_teacher`);
 ``teacher=None`` is the paper's "w/o AGS" ablation. The first ``warmup_epochs`` epochs take
 weight steps only (as PC-DARTS). Then it derives the genotype (Sec. 3.3) and reports the
-margin of the chosen ops (:func:`op_margins`).
+margin of the chosen ops (:func:`~nos_ops.search.task.op_margins`). What one epoch
+computes is :class:`~nos_ops.search.task.SearchTask`.
 
 Per epoch: a ``log.jsonl`` record, ``genotype.json``, ``genotype.png``,
 ``arch_weights.png`` and ``checkpoint.pt``; at the end ``curves.png`` and ``result.json``.
@@ -115,6 +116,16 @@ class SearchConfig(RunConfig):
         check_amp(self.amp)
         self.require_positive("lr", "arch_lr")
         self.require_positive("at_weight", zero=True)
+        if self.channels % self.partial_channels:
+            raise ValueError(
+                f"partial_channels={self.partial_channels} is not valid; it must divide "
+                f"channels={self.channels} (PC-DARTS samples 1/K of every edge's channels)"
+            )
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs} is not valid; expected fewer than "
+                f"epochs={self.epochs} (else no architecture step is taken)"
+            )
         if not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"lr_min={self.lr_min!r} is not valid; expected 0 <= lr_min <= lr")
 
