@@ -18,6 +18,7 @@ from .genotype import BlockGene
 from .hetero import HeteroOutput, NodeSums, hetero_output
 from .mixed import MixedHeteroOp
 from .ops.dynamic import dynamic_depthwise_conv2d, identity_kernel
+from .ops.helpers import check_bool, check_int, check_positive, check_probability
 from .ops.registry import Family, create_op, op_family
 from .space import SearchSpace, get_space
 
@@ -31,6 +32,8 @@ def calibrate(out: HeteroOutput) -> torch.Tensor:
     ``F + F (x) D = F (x) (delta + D)``: one per-sample depthwise conv per node, however
     many dynamic ops feed it. Returns B x C x H x W.
     """
+    if not isinstance(out, HeteroOutput):
+        raise TypeError(f"out is a {type(out).__name__}; expected a HeteroOutput")
     attention = [] if out.attention is None else [out.attention]
     return _calibrate(out.features, attention, out.kernels)
 
@@ -55,7 +58,10 @@ def _calibrate_sums(sums: NodeSums) -> torch.Tensor:
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability ``drop_prob`` and rescale the rest (FractalNet)."""
+    """Zero whole samples with probability ``drop_prob`` in [0, 1) and rescale the rest
+    (FractalNet)."""
+    if not (isinstance(drop_prob, (float, int)) and 0.0 <= drop_prob < 1.0):
+        check_probability("drop_prob", drop_prob)  # 1.0 would divide by zero: NaN
     if drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
@@ -88,7 +94,11 @@ class SearchResidualBlock(nn.Module):
         partial_channels: int = 1,
     ) -> None:
         super().__init__()
+        check_positive("channels", channels)
+        check_int("num_inputs", num_inputs, 2)
+        check_bool("reduction", reduction)
         space = get_space(space)
+        self.num_ops = space.num_ops
         self.tier1 = nn.ModuleList(
             MixedHeteroOp(
                 channels, 2 if reduction and j < 2 else 1, space, partial_channels=partial_channels
@@ -108,6 +118,17 @@ class SearchResidualBlock(nn.Module):
         tier2_weights: torch.Tensor | None = None,
         edge_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        n = len(self.tier1)
+        if len(states) != n:
+            raise ValueError(f"states has {len(states)} tensors; this block takes {n} inputs")
+        if tier1_weights.shape != (n, self.num_ops):
+            raise ValueError(
+                f"tier1_weights has shape {tuple(tier1_weights.shape)}; expected ({n}, "
+                f"{self.num_ops})"
+            )
+        if (tier2_weights is None) != (self.tier2 is None):
+            need = "needs" if self.tier2 is not None else "has no second tier and takes no"
+            raise ValueError(f"tier2_weights: this block {need} tier2_weights")
         sums = NodeSums()
         for j, (edge, state, weights) in enumerate(zip(self.tier1, states, tier1_weights)):
             edge._add_to(sums, state, weights, None if edge_weights is None else edge_weights[j])
@@ -132,6 +153,10 @@ class HeterogeneousResidualBlock(nn.Module):
 
     def __init__(self, channels: int, gene: BlockGene, reduction: bool) -> None:
         super().__init__()
+        check_positive("channels", channels)
+        check_bool("reduction", reduction)
+        if not isinstance(gene, BlockGene):
+            raise TypeError(f"gene={gene!r} is not valid; expected a BlockGene")
         self.sources = tuple(source for _, source in gene.edges)
         self.families = tuple(op_family(name) for name, _ in gene.edges)
         self.edges = nn.ModuleList(
@@ -141,6 +166,10 @@ class HeterogeneousResidualBlock(nn.Module):
         self.tier2 = create_op(gene.tier2, channels) if gene.tier2 else None
 
     def forward(self, states: list[torch.Tensor], drop_prob: float = 0.0) -> torch.Tensor:
+        if len(states) <= max(self.sources):
+            raise ValueError(
+                f"states has {len(states)} tensors; this block reads node {max(self.sources)}"
+            )
         out = HeteroOutput()
         for op, family, source in zip(self.edges, self.families, self.sources):
             part = hetero_output(op, family, states[source])

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hetero import HeteroOutput, NodeSums, kernel_extent
-from .ops.dynamic import DynamicConv2d, generate_kernels, spread_kernels
+from .ops.dynamic import generate_kernels, spread_kernels
 from .ops.helpers import check_bool, check_features, check_positive
 from .ops.registry import Family, create_op, declares
 from .space import SearchSpace, get_space
@@ -95,8 +95,13 @@ class MixedHeteroOp(nn.Module):
             f is Family.FEATURE and declares(op, "shares_relu")
             for op, f in zip(self.ops, self.families)
         )
-        # DynamicConv2d ops generate their kernels together (one matmul reads x once)
-        self._generated = tuple(i for i in self._active if type(self.ops[i]) is DynamicConv2d)
+        # dynamic ops with the Fig. 1 structure generate their kernels together (one matmul
+        # reads x once)
+        self._generated = tuple(
+            i
+            for i in self._active
+            if self.families[i] is Family.DYNAMIC and declares(self.ops[i], "batched_kernels")
+        )
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> HeteroOutput:
         self._check(x, weights)

@@ -13,6 +13,8 @@ The built-in ops of :mod:`nos_ops.ops` are tested this way in the package's own 
   ``dilation`` >= 1;
 * float64 ``gradcheck`` of the input and parameter gradients (BatchNorm in train mode);
 * a ``channels_last`` input gives the same output as a contiguous one;
+* batch 0 either works (empty outputs of the right shape) or raises a ``ValueError`` or
+  ``TypeError`` of the op's own, never a bare torch error;
 * a mixture (:class:`~nos_ops.mixed.MixedHeteroOp` over a space holding the op) gives,
   at one-hot weights, what the op gives alone, whatever fused path its capabilities select;
 * a search block and a derived block (:class:`~nos_ops.block.HeterogeneousResidualBlock`)
@@ -45,6 +47,7 @@ def check_op(
     max_examples: int = 8,
     gradcheck: bool = True,
     composites: bool = True,
+    batch_zero: bool = True,
 ) -> None:
     """Check that an op honours the op contract (module docstring); raise if it does not.
 
@@ -59,6 +62,7 @@ def check_op(
         max_examples: hypothesis examples of the shape check (keep small: each builds the op).
         gradcheck: run the float64 gradcheck (the slowest part).
         composites: check a mixture and blocks built with the op.
+        batch_zero: check that batch 0 works or raises a clear error.
 
     Raises:
         AssertionError: the op breaks the contract (the message names the op and the case).
@@ -68,6 +72,8 @@ def check_op(
     check_positive("max_examples", max_examples)
     check_bool("gradcheck", gradcheck)
     check_bool("composites", composites)
+    check_bool("batch_zero", batch_zero)
+    checks = (channel_multiple, max_examples, gradcheck, composites, batch_zero)
     if isinstance(op, str):
         spec = get_op(op)
         if family is not None and spec.family is not Family(family):
@@ -75,7 +81,7 @@ def check_op(
                 f"family={family!r} does not match op name={op!r}, registered as "
                 f"{spec.family.value!r}"
             )
-        _check_registered(spec, channel_multiple, max_examples, gradcheck, composites)
+        _check_registered(spec, *checks)
         return
     if not callable(op):
         raise TypeError(f"op={op!r} is not valid; expected a registered op name or a factory")
@@ -84,13 +90,18 @@ def check_op(
     name = f"check_op.{getattr(op, '__name__', 'factory')}.{id(op):x}"
     register_op(name, family, op)
     try:
-        _check_registered(get_op(name), channel_multiple, max_examples, gradcheck, composites)
+        _check_registered(get_op(name), *checks)
     finally:
         unregister_op(name)
 
 
 def _check_registered(
-    spec: OpSpec, multiple: int, max_examples: int, gradcheck: bool, composites: bool
+    spec: OpSpec,
+    multiple: int,
+    max_examples: int,
+    gradcheck: bool,
+    composites: bool,
+    batch_zero: bool,
 ) -> None:
     for stride, affine in itertools.product((1, 2), (True, False)):
         create_op(spec.name, multiple, stride, affine)  # the registry checks the product
@@ -98,6 +109,8 @@ def _check_registered(
     for stride in (1, 2):
         _check_small_input(spec, multiple, stride)
         _check_channels_last(spec, multiple, stride)
+        if batch_zero:
+            _check_batch_zero(spec, multiple, stride)
         if gradcheck:
             _check_gradcheck(spec, multiple, stride)
     if composites:
@@ -211,6 +224,24 @@ def _check_channels_last(spec: OpSpec, channels: int, stride: int) -> None:
     for e, g in zip(expected, got):
         if not torch.allclose(e, g.contiguous(), rtol=1e-4, atol=1e-5):
             raise _fail(spec, case, "the output differs from the contiguous input's")
+
+
+def _check_batch_zero(spec: OpSpec, channels: int, stride: int) -> None:
+    for train in (True, False):
+        op = create_op(spec.name, channels, stride, False).train(train)
+        case = f"batch 0, stride={stride}, {'train' if train else 'eval'} mode"
+        try:
+            _check_outputs(spec, op, torch.randn(0, channels, 6, 5), stride, case)
+        except (ValueError, TypeError):
+            continue  # a clear refusal of the op's own
+        except AssertionError:
+            raise
+        except Exception as err:
+            raise _fail(
+                spec,
+                case,
+                f"a bare {type(err).__name__} ({err}); support batch 0 or raise a ValueError",
+            ) from None
 
 
 def _spaced_input(*shape: int) -> torch.Tensor:

@@ -531,3 +531,41 @@ def test_kernel_extent_needs_int_sizes():
 
     with pytest.raises(TypeError, match=r"Identity has kernel_size=None and dilation=None"):
         kernel_extent(nn.Identity())
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+def test_search_block_arguments_and_inputs():
+    from nos_ops.block import SearchResidualBlock
+
+    _raises(lambda: SearchResidualBlock(0, 2, False, "nos"), ValueError, r"channels=0")
+    _raises(lambda: SearchResidualBlock(4, 1, False, "nos"), ValueError, r"num_inputs=1 .*>= 2")
+    _raises(lambda: SearchResidualBlock(4, 2.0, False, "nos"), ValueError, r"num_inputs=2.0")
+    _raises(lambda: SearchResidualBlock(4, 2, "no", "nos"), TypeError, r"reduction='no'")
+    block = SearchResidualBlock(4, 2, False, "nos")
+    x = torch.randn(2, 4, 6, 6)
+    w1, w2 = torch.rand(2, 11), torch.rand(11)
+    _raises(lambda: block([x], w1, w2), ValueError, r"states has 1 tensors; .* takes 2 inputs")
+    _raises(lambda: block([x, x], torch.rand(3, 11), w2), ValueError, r"tier1_weights .*\(2, 11\)")
+    _raises(lambda: block([x, x], w1), ValueError, r"tier2_weights: this block needs")
+    darts = SearchResidualBlock(4, 2, False, "darts")
+    _raises(lambda: darts([x, x], torch.rand(2, 8), torch.rand(8)), ValueError, r"takes no")
+
+
+def test_derived_block_arguments_and_inputs():
+    from nos_ops.block import HeterogeneousResidualBlock, calibrate, drop_path
+    from nos_ops.genotype import BlockGene
+
+    gene = BlockGene((("sep_conv_3x3", 0), ("spatial_attention", 2)))
+    _raises(lambda: HeterogeneousResidualBlock(4, {"edges": []}, False), TypeError, r"gene=")
+    _raises(lambda: HeterogeneousResidualBlock(-4, gene, False), ValueError, r"channels=-4")
+    _raises(lambda: HeterogeneousResidualBlock(4, gene, 0), TypeError, r"reduction=0")
+    block = HeterogeneousResidualBlock(4, gene, False)
+    x = torch.randn(2, 4, 6, 6)
+    _raises(lambda: block([x, x]), ValueError, r"states has 2 tensors; .* reads node 2")
+    _raises(lambda: block([x, x, x], 1.0), ValueError, r"drop_prob=1.0 is not valid")
+    _raises(lambda: calibrate(x), TypeError, r"out is a Tensor; expected a HeteroOutput")
+    for bad in (1.0, -0.2, float("nan"), "0.3"):
+        with pytest.raises(ValueError, match=r"drop_prob=.* is not valid"):
+            drop_path(x, bad)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from nos_ops.mixed import MixedHeteroOp
-from nos_ops.ops import registry
+from nos_ops.ops import ChannelAttention, DynamicConv2d, SpatialAttention, registry
+from nos_ops.ops.dynamic import dynamic_depthwise_conv2d
 from nos_ops.ops.feature import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 from nos_ops.ops.registry import create_op, get_op, list_ops, register_op, unregister_op
 
@@ -192,11 +193,11 @@ def test_autocast_keeps_working(name, stride):
     assert y.shape == (2, 8, 6 // stride, 6 // stride)
 
 
-@pytest.mark.parametrize("name", BUILTIN[:8])
+@pytest.mark.parametrize("name", BUILTIN)
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("train", [True, False])
-def test_feature_ops_take_batch_zero(name, stride, train):
-    """Batch 0 works for feature ops: an empty batch of the right shape."""
+def test_every_op_takes_batch_zero(name, stride, train):
+    """Batch 0 works for every built-in op: an empty batch of the right shape."""
     op = create_op(name, 8, stride, False).train(train)
     y = op(torch.randn(0, 8, 6, 6))
     assert y.shape == (0, 8, 6 // stride, 6 // stride)
@@ -356,3 +357,90 @@ def test_darts_mixture_takes_batch_zero(stride):
     edge = MixedHeteroOp(8, stride, "darts")
     out = edge(torch.randn(0, 8, 6, 6), torch.rand(8).softmax(-1))
     assert out.features.shape == (0, 8, 6 // stride, 6 // stride)
+
+
+# ------------------------------------------------------------ self-calibration ops
+
+CALIBRATION = BUILTIN[8:]
+
+
+@pytest.mark.parametrize("name", CALIBRATION)
+@pytest.mark.parametrize("given", [1, 4, 16])
+def test_self_calibration_ops_reject_wrong_channels(name, given):
+    op = create_op(name, 8)
+    layer = type(op).__name__
+    with pytest.raises(ValueError, match=rf"{layer}\(8, .*x has {given} channels"):
+        op(torch.randn(2, given, 6, 6))
+    produce = op.attention if hasattr(op, "attention") else op.kernels
+    with pytest.raises(ValueError, match=rf"x has {given} channels .*channels=8"):
+        produce(torch.randn(2, given, 6, 6))
+
+
+@pytest.mark.parametrize("name", CALIBRATION)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int64])
+def test_self_calibration_ops_reject_other_dtypes(name, dtype):
+    op = create_op(name, 8)
+    with pytest.raises(TypeError, match=rf"{type(op).__name__}\(8, .*{dtype}"):
+        op(torch.randn(2, 8, 6, 6).to(dtype))
+
+
+@pytest.mark.parametrize("name", CALIBRATION)
+def test_self_calibration_ops_under_autocast(name):
+    op = create_op(name, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert op(torch.randn(2, 8, 6, 6)).shape == (2, 8, 6, 6)
+        assert op(torch.randn(2, 8, 6, 6).bfloat16()).shape == (2, 8, 6, 6)
+
+
+def test_self_calibration_ops_run_in_float64_once_converted():
+    for name in CALIBRATION:
+        op = create_op(name, 8).double()
+        assert op(torch.randn(2, 8, 6, 6, dtype=torch.float64)).dtype == torch.float64
+
+
+SELF_CALIBRATION = {
+    "dynamic channels 0": (lambda: DynamicConv2d(0), ValueError, "channels=0"),
+    "dynamic kernel 4": (lambda: DynamicConv2d(8, 4), ValueError, "kernel_size=4"),
+    "dynamic dilation 0": (lambda: DynamicConv2d(8, dilation=0), ValueError, "dilation=0"),
+    "dynamic reduction 0": (lambda: DynamicConv2d(8, reduction=0), ValueError, "reduction=0"),
+    "dynamic impl": (lambda: DynamicConv2d(8, impl="loop"), ValueError, "impl='loop'"),
+    "dynamic init nan": (
+        lambda: DynamicConv2d(8, decode_init_std=float("nan")),
+        ValueError,
+        "decode_init_std=nan",
+    ),
+    "dynamic init -1": (
+        lambda: DynamicConv2d(8, decode_init_std=-1.0),
+        ValueError,
+        "decode_init_std=-1.0",
+    ),
+    "spatial channels 2.0": (lambda: SpatialAttention(2.0), ValueError, "channels=2.0"),
+    "spatial kernel 2": (lambda: SpatialAttention(8, 2), ValueError, "kernel_size=2"),
+    "spatial stride 0": (lambda: SpatialAttention(8, stride=0), ValueError, "stride=0"),
+    "spatial reduction -1": (lambda: SpatialAttention(8, reduction=-1), ValueError, "reduction"),
+    "spatial act str": (lambda: SpatialAttention(8, act_layer="relu"), TypeError, "act_layer="),
+    "channel gate None": (lambda: ChannelAttention(8, gate_layer=None), TypeError, "gate_layer"),
+    "channel stride 1.0": (lambda: ChannelAttention(8, stride=1.0), ValueError, "stride=1.0"),
+    "channel reduction 0": (lambda: ChannelAttention(8, reduction=0), ValueError, "reduction=0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SELF_CALIBRATION))
+def test_self_calibration_constructors(case):
+    build, error, match = SELF_CALIBRATION[case]
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_dynamic_depthwise_conv2d_checks_kernels():
+    x = torch.randn(2, 4, 6, 6)
+    with pytest.raises(TypeError, match=r"kernels\) has torch.float64 parameters but x is"):
+        dynamic_depthwise_conv2d(x, torch.randn(2, 4, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"kernels \(2, 3, 3, 3\) must match x"):
+        dynamic_depthwise_conv2d(x, torch.randn(2, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"square with an odd size"):
+        dynamic_depthwise_conv2d(x, torch.randn(2, 4, 2, 2))
+    with pytest.raises(ValueError, match=r"stride=0"):
+        dynamic_depthwise_conv2d(x, torch.randn(2, 4, 3, 3), stride=0)
+    empty = dynamic_depthwise_conv2d(x[:0], torch.randn(0, 4, 3, 3), stride=2)
+    assert empty.shape == (0, 4, 3, 3)

@@ -68,6 +68,13 @@ class _NaN(_NoStride):
         return self.conv(x) * float("nan")
 
 
+class _EmptyBatchCrash(_NoStride):
+    def forward(self, x):
+        if x.shape[0] == 0:
+            raise RuntimeError("non-positive groups is not supported")
+        return self.conv(x)
+
+
 class _FakeZero(_NoStride):
     """Declares ``is_zero`` but is not zero: a mixture skips it, so the one-hot check fails."""
 
@@ -86,6 +93,11 @@ BROKEN = {
         lambda c, s, a: _FakeZero(c, 1, a) if s == 1 else nn.AvgPool2d(1, s),
         "feature",
         "one-hot weights differs",
+    ),
+    "bare error at batch 0": (
+        lambda c, s, a: _EmptyBatchCrash(c, 1, a) if s == 1 else nn.AvgPool2d(1, s),
+        "feature",
+        "batch 0, stride=1.*a bare RuntimeError",
     ),
 }
 

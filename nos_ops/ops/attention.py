@@ -3,7 +3,9 @@
 Each op produces a gate ``A`` in (0, 1) through ``attention(x)`` and, used alone, returns
 the residual calibration of Eq. 5, ``x + x * A``. With ``stride=2`` the map is made at
 the output resolution of a reduction edge and the features it calibrates are subsampled
-to meet it (as a strided identity would).
+to meet it (as a strided identity would). Constructors check their arguments;
+``attention(x)`` (and so ``forward``) checks the input's rank, channels and dtype (not under
+``torch.autocast``), naming the layer. Batch 0 works.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from .helpers import check_features, check_odd_kernel, check_positive, reduced_c
 from .registry import Family, register_op
 
 __all__ = ["SpatialAttention", "ChannelAttention"]
+
+
+def _check_layers(**layers: object) -> None:
+    for name, layer in layers.items():
+        if not callable(layer):
+            raise TypeError(
+                f"{name}={layer!r} is not valid; expected a module class such as nn.ReLU"
+            )
 
 
 def _subsample(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -42,6 +52,7 @@ class SpatialAttention(nn.Module):
         check_positive("channels", channels)
         check_odd_kernel(kernel_size)
         check_positive("stride", stride)
+        _check_layers(act_layer=act_layer, gate_layer=gate_layer)
         factory = {"device": device, "dtype": dtype}
         hidden = reduced_channels(channels, reduction, minimum=4)
         self.channels = channels
@@ -55,11 +66,14 @@ class SpatialAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial gate ``A``: B x 1 x H' x W' in (0, 1)."""
-        check_features(x, self.channels)
+        check_features(x, self.channels, layer=self, like=self.reduce.weight)
         return self.gate(self.proj(self.act2(self.conv(self.act1(self.reduce(x))))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _subsample(x, self.stride) * (1 + self.attention(x))
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, stride={self.stride}"
 
 
 class ChannelAttention(nn.Module):
@@ -81,6 +95,7 @@ class ChannelAttention(nn.Module):
         super().__init__()
         check_positive("channels", channels)
         check_positive("stride", stride)
+        _check_layers(act_layer=act_layer, gate_layer=gate_layer)
         factory = {"device": device, "dtype": dtype}
         hidden = reduced_channels(channels, reduction, minimum=4)
         self.channels = channels
@@ -92,11 +107,14 @@ class ChannelAttention(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The channel gate ``A``: B x C x 1 x 1 in (0, 1)."""
-        check_features(x, self.channels)
+        check_features(x, self.channels, layer=self, like=self.fc1.weight)
         return self.gate(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _subsample(x, self.stride) * (1 + self.attention(x))
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, stride={self.stride}"
 
 
 register_op("spatial_attention", Family.ATTENTION, lambda c, s, a: SpatialAttention(c, stride=s))

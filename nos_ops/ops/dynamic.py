@@ -17,7 +17,14 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .helpers import check_features, check_odd_kernel, check_positive, reduced_channels
+from .helpers import (
+    check_dtype,
+    check_features,
+    check_finite,
+    check_odd_kernel,
+    check_positive,
+    reduced_channels,
+)
 from .registry import Family, register_op
 
 __all__ = [
@@ -332,8 +339,12 @@ def dynamic_depthwise_conv2d(
         )
     if kernels.shape[-1] != kernels.shape[-2] or kernels.shape[-1] % 2 == 0:
         raise ValueError(f"kernels must be square with an odd size, got {tuple(kernels.shape)}")
+    if kernels.dtype != x.dtype:
+        check_dtype(x, kernels, layer="dynamic_depthwise_conv2d (kernels)")
     if impl == "auto":
         impl = "shifted" if torch.compiler.is_compiling() else "grouped"
+    if impl == "grouped" and x.shape[0] == 0:  # groups = B * C = 0: the empty batch
+        impl = "shifted"
     if impl == "grouped":
         return _grouped(x, kernels, stride, dilation)
     return _shifted(x, kernels, stride, dilation)
@@ -384,7 +395,13 @@ class DynamicConv2d(nn.Module):
     ``sum |D| < 1`` and the layer's gain is at most 2 whatever its weights, as the attention
     ops' ``1 + A`` is. The decode weights start at N(0, ``decode_init_std``^2): ``D``
     starts near zero and the layer near the identity.
+
+    Declares the ``batched_kernels`` capability (:mod:`nos_ops.ops.registry`): mixtures
+    generate the kernels of several such ops in one pass (:func:`generate_kernels`).
+    Batch 0 works (an empty batch).
     """
+
+    batched_kernels = True  # capability: bottleneck, transform, decode (Fig. 1)
 
     def __init__(
         self,
@@ -405,6 +422,9 @@ class DynamicConv2d(nn.Module):
         check_positive("dilation", dilation)
         if impl not in _IMPLS:
             raise ValueError(f"impl={impl!r} is not valid; expected one of {_IMPLS}")
+        check_finite("decode_init_std", decode_init_std)
+        if decode_init_std < 0:
+            raise ValueError(f"decode_init_std={decode_init_std!r} is not valid; expected >= 0")
         factory = {"device": device, "dtype": dtype}
         hidden = reduced_channels(channels, reduction)
         self.channels = channels
@@ -421,7 +441,7 @@ class DynamicConv2d(nn.Module):
 
     def kernels(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample depthwise kernels ``D``: B x C x H x W -> B x C x k x k."""
-        check_features(x, self.channels)
+        check_features(x, self.channels, layer=self, like=self.bottleneck.weight)
         return generate_kernels([self], x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
