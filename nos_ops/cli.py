@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -289,9 +290,6 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     return parser, parsers
 
 
-_KIND = {"teacher": "teacher", "search": "search", "train": "train", "study": "study"}
-
-
 def make_config(args: argparse.Namespace) -> Any:
     """The config of parsed ``args``: the flags given over the config's defaults, or, with
     ``--resume``, over the checkpoint's config (only :data:`RESUMABLE` fields may be given)."""
@@ -310,7 +308,7 @@ def make_config(args: argparse.Namespace) -> Any:
         given["progress"] = False
     if args.resume:
         out = Path(given.get("out", cls.out))
-        state = load_checkpoint(out / "checkpoint.pt", _KIND[args.command])
+        state = load_checkpoint(out / "checkpoint.pt", args.command)
         saved = cls.from_dict(state["config"]).as_resolved()
         return saved.with_changes(**given, resume=True, overwrite=False)
     return cls(**given, overwrite=args.overwrite)
@@ -361,7 +359,7 @@ def _search(config: Any) -> None:
     if not _rank0():
         return
     out = Path(config.out)
-    result = load_result(out)
+    result = _load_result(out)
     echo(describe_genotype(genotype))
     teacher = result.get("teacher") or {}
     if teacher.get("path"):
@@ -376,15 +374,13 @@ def _search(config: Any) -> None:
         echo("teacher: none (w/o AGS)")
     echo(
         f"searched in {time.perf_counter() - began:.0f} s; margin of the chosen ops "
-        f"{result['margins']['mean']:.2f}; genotype: {out / 'genotype.json'}"
+        f"{result['margins']['mean']:.3f}; genotype: {out / 'genotype.json'}"
     )
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
     echo(f"next: nos-ops train --genotype {out / 'genotype.json'}{data}")
 
 
-def load_result(out: Path) -> dict[str, Any]:
-    import json
-
+def _load_result(out: Path) -> dict[str, Any]:
     path = out / "result.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 

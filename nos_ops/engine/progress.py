@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import Any
 
 _logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) ->
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def echo(message: str, *, err: bool = False, **_: Any) -> None:
+def echo(message: str, *, err: bool = False) -> None:
     """Print a line without breaking an active progress bar."""
     stream = sys.stderr if err else sys.stdout
     try:

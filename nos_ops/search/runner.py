@@ -187,10 +187,10 @@ def _finish(
     margins = op_margins(task.net, task.genotype)
     echo(
         f"margin of the chosen ops (softmax weight / uniform 1/{len(task.net.space.ops)}): "
-        f"mean {margins['mean']:.2f}"
+        f"mean {margins['mean']:.3f} (details in result.json)"
     )
     for cell in ("normal", "reduce"):
-        picks = ", ".join(f"{r['edge']} {r['op']} {r['margin']:.2f}" for r in margins[cell])
+        picks = ", ".join(f"{r['edge']} {r['op']} {r['margin']:.3f}" for r in margins[cell])
         echo(f"  {cell}: {picks}")
     task.genotype.save(run.path / "genotype.json")
     last = records[-1] if records else {}

@@ -274,7 +274,7 @@ class SearchTask:
             f"epoch {r['epoch']}/{self.config.epochs}: lr {r['lr']:.4g}, train loss "
             f"{r['train_loss']:.4f}, top-1 {r['train_top1']:.1f}%, at loss "
             f"{r['at_loss']:.4g}, valid top-1 {r['valid_top1']:.1f}%, margin "
-            f"{r['margin']:.2f}{warm} ({r['seconds']:.1f} s)"
+            f"{r['margin']:.3f}{warm} ({r['seconds']:.1f} s)"
         )
 
     def write_outputs(self, record: dict[str, Any], records: list[dict]) -> None:
