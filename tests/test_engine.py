@@ -196,7 +196,7 @@ def _fit(config: ToyConfig, **task_kwargs) -> tuple[ToyTask, list]:
         return task, fit(task, run, setup_distributed("cpu"))
 
 
-def test_fit_resume_is_bit_identical_and_extends_epochs(tmp_path, monkeypatch):
+def test_fit_resume_after_a_crash_and_a_torn_log_is_bit_identical(tmp_path, monkeypatch):
     full, full_log = _fit(ToyConfig(epochs=3, out=str(tmp_path / "full")))
     real = run_module.save_checkpoint
 
@@ -209,6 +209,8 @@ def test_fit_resume_is_bit_identical_and_extends_epochs(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _fit(ToyConfig(epochs=3, out=str(tmp_path / "cut")))
     monkeypatch.undo()
+    with open(tmp_path / "cut" / "log.jsonl", "a") as log:
+        log.write('{"epoch": 3, "lo')  # a torn line: killed while writing
     torch.manual_seed(123)  # the checkpoint's RNG state wins over the process's
     resumed, log = _fit(ToyConfig(epochs=3, out=str(tmp_path / "cut"), resume=True))
     assert torch.equal(resumed.model.weight, full.model.weight)
