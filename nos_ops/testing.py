@@ -163,8 +163,14 @@ def _check_outputs(spec: OpSpec, op: nn.Module, x: torch.Tensor, stride: int, ca
 
 
 def _check_shapes(spec: OpSpec, multiple: int, max_examples: int) -> None:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
+    try:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+    except ImportError as err:
+        raise ImportError(
+            'check_op draws its shapes with hypothesis: pip install "nos_ops[test]" '
+            "(or pip install hypothesis)"
+        ) from err
 
     @settings(
         max_examples=max_examples,
