@@ -569,3 +569,17 @@ def test_derived_block_arguments_and_inputs():
     for bad in (1.0, -0.2, float("nan"), "0.3"):
         with pytest.raises(ValueError, match=r"drop_prob=.* is not valid"):
             drop_path(x, bad)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_nos_networks_take_batch_zero(train):
+    """With every op family in the cells (dynamic convs included), batch 0 still works."""
+    space = get_space("nos")
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(space.num_edges, space.num_ops, generator=gen) for _ in range(2)]
+    from nos_ops.genotype import derive
+
+    net = NetworkCIFAR(4, 10, 3, derive(*weights, space)).train(train)
+    assert net(torch.randn(0, 3, 32, 32))[0].shape == (0, 10)
+    search = SearchNetwork(4, 10, 3, "nos").train(train)
+    assert search(torch.randn(0, 3, 8, 8)).shape == (0, 10)
