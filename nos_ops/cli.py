@@ -191,7 +191,13 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    search = parsers["search"]
+    """The flags that are not config fields of the same name."""
+    _search_extras(parsers["search"])
+    _train_extras(parsers["train"], parsers["study"])
+    _export_flags(parsers["export"])
+
+
+def _search_extras(search: argparse.ArgumentParser) -> None:
     order = search.add_mutually_exclusive_group()
     order.add_argument(
         "--second-order",
@@ -216,7 +222,9 @@ def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
         help="no attention transfer: the paper's w/o-AGS ablation",
     )
     search.add_argument("--no-plots", dest="plots", action="store_const", const=False)
-    train = parsers["train"]
+
+
+def _train_extras(train: argparse.ArgumentParser, study: argparse.ArgumentParser) -> None:
     train.add_argument("--channels-last", dest="channels_last", action="store_const", const=True)
     train.add_argument("--compile", dest="compile", action="store_const", const=True)
     train.add_argument(
@@ -224,7 +232,6 @@ def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
         action="store_true",
         help="the ImageNet-mobile recipe: print its MACs and parameters, exit",
     )
-    study = parsers["study"]
     study.add_argument(
         "--op",
         dest="ops",
@@ -239,7 +246,9 @@ def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
         nargs="+",
         help="ResNet stages to add the op after (default 1 2 3)",
     )
-    export = parsers["export"]
+
+
+def _export_flags(export: argparse.ArgumentParser) -> None:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--network", help="network.pt of nos-ops train (or its checkpoint.pt)")
     source.add_argument("--genotype", help="an untrained network from a genotype")

@@ -105,6 +105,41 @@ class SearchTask:
     def __init__(self, config: SearchConfig, ctx: DistributedContext) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
         seed_everything(config.seed)
+        size = self._data()
+        self.net = SearchNetwork(
+            config.channels,
+            self.num_classes,
+            config.layers,
+            config.space,
+            partial_channels=config.partial_channels,
+        ).to(ctx.device)
+        self.teacher = None
+        if config.teacher is not None:
+            self.teacher = load_teacher(config.teacher, self.num_classes, ctx.device, size)
+        self.weight_model = wrap_ddp(self.net) if ctx.enabled else self.net
+        self.optimizer = torch.optim.SGD(
+            self.net.weight_parameters(),
+            config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.dtype = amp_dtype(config.amp)
+        self.architect = Architect(
+            self.net,
+            config.arch_lr,
+            config.arch_weight_decay,
+            second_order=config.second_order,
+            at_weight=config.at_weight,
+            teacher=self.teacher,
+            amp_dtype=self.dtype,
+        )
+        self.scaler = grad_scaler(config.amp, ctx.device)
+        self.genotype = self.net.genotype()
+
+    def _data(self) -> int:
+        """The weight and architecture loaders of this rank, the accuracy loader and the
+        steps per epoch; returns the image size."""
+        config, ctx = self.config, self.ctx
         if config.batch_size % ctx.world_size:
             raise ValueError(
                 f"batch_size={config.batch_size} must be divisible by the world "
@@ -112,9 +147,8 @@ class SearchTask:
             )
         batch = config.batch_size // ctx.world_size
         weight_set, arch_set, acc_set, mean, std = _datasets(config)
-        augment = Augment(
-            mean, std, crop_padding=max(weight_set.images.shape[-1] // 8, 1), flip=True
-        )
+        size = weight_set.images.shape[-1]
+        augment = Augment(mean, std, crop_padding=max(size // 8, 1), flip=True)
         shard = {"device": ctx.device, "rank": ctx.rank, "world_size": ctx.world_size}
         self.loaders = [
             TensorLoader(
@@ -140,37 +174,7 @@ class SearchTask:
         self.steps = min(self.steps, config.max_steps_per_epoch or self.steps)
         self.sizes = (len(weight_set), len(arch_set))
         self.num_classes = weight_set.num_classes
-        self.net = SearchNetwork(
-            config.channels,
-            self.num_classes,
-            config.layers,
-            config.space,
-            partial_channels=config.partial_channels,
-        ).to(ctx.device)
-        self.teacher = None
-        if config.teacher is not None:
-            self.teacher = load_teacher(
-                config.teacher, self.num_classes, ctx.device, weight_set.images.shape[-1]
-            )
-        self.weight_model = wrap_ddp(self.net) if ctx.enabled else self.net
-        self.optimizer = torch.optim.SGD(
-            self.net.weight_parameters(),
-            config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
-        self.dtype = amp_dtype(config.amp)
-        self.architect = Architect(
-            self.net,
-            config.arch_lr,
-            config.arch_weight_decay,
-            second_order=config.second_order,
-            at_weight=config.at_weight,
-            teacher=self.teacher,
-            amp_dtype=self.dtype,
-        )
-        self.scaler = grad_scaler(config.amp, ctx.device)
-        self.genotype = self.net.genotype()
+        return size
 
     def lr(self, epoch: int) -> float:
         c = self.config
