@@ -444,3 +444,16 @@ def test_dynamic_depthwise_conv2d_checks_kernels():
         dynamic_depthwise_conv2d(x, torch.randn(2, 4, 3, 3), stride=0)
     empty = dynamic_depthwise_conv2d(x[:0], torch.randn(0, 4, 3, 3), stride=2)
     assert empty.shape == (0, 4, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda c: nn.Identity(), "too many positional arguments"),
+        (lambda c, s, a, extra: nn.Identity(), "missing a required argument: 'extra'"),
+        (nn.ReLU, "too many positional arguments"),
+    ],
+)
+def test_register_op_checks_the_factory_signature(scratch_registry, factory, match):
+    with pytest.raises(TypeError, match=rf"op name='sig' does not take \(channels, .*{match}"):
+        register_op("sig", "feature", factory)

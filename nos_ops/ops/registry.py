@@ -29,6 +29,7 @@ Capabilities: class attributes an op may set to ``True`` so that mixtures
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -107,6 +108,7 @@ def register_op(
                 f"factory={fn!r} for op name={name!r} is not callable; expected a function "
                 "or class (channels, stride, affine) -> nn.Module"
             )
+        _check_signature(name, fn)
         if isinstance(fn, type):
             _check_class(name, family, fn)
         if name in _REGISTRY and not overwrite:
@@ -179,6 +181,21 @@ _INTERFACE = {
 def declares(op: nn.Module, capability: str) -> bool:
     """Whether ``op`` declares ``capability`` (a class attribute set to ``True``)."""
     return getattr(op, capability, False) is True
+
+
+def _check_signature(name: str, factory: Callable) -> None:
+    """The factory must accept ``(channels, stride, affine)`` positionally."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to read (some builtins): trust it
+        return
+    try:
+        signature.bind(8, 1, True)
+    except TypeError as err:
+        raise TypeError(
+            f"factory {getattr(factory, '__name__', factory)!r} for op name={name!r} does not "
+            f"take (channels, stride, affine): {err}"
+        ) from None
 
 
 def _check_class(name: str, family: Family, cls: type) -> None:
