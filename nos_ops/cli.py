@@ -316,10 +316,7 @@ def make_config(args: argparse.Namespace) -> Any:
     else:
         given["progress"] = False
     if args.resume:
-        out = Path(given.get("out", cls.out))
-        state = load_checkpoint(out / "checkpoint.pt", args.command)
-        saved = cls.from_dict(state["config"]).as_resolved()
-        return saved.with_changes(**given, resume=True, overwrite=False)
+        return cls.from_run(given.pop("out", cls.out), **given)
     return cls(**given, overwrite=args.overwrite)
 
 

@@ -57,6 +57,7 @@ class StudyConfig(RunConfig):
     ``max_steps_per_epoch`` caps the training and test batches (for tiny runs)."""
 
     preset: ClassVar[dict[str, Any]] = QUICK
+    kind: ClassVar[str] = "study"
     ops: list[str] = field(default_factory=lambda: list(OPS))
     stages: list[int] = field(default_factory=lambda: [1, 2, 3])
     data_dir: str | None = None

@@ -51,6 +51,7 @@ class TeacherConfig(RunConfig):
     """Settings of :func:`train_teacher`; the defaults are the paper's (App. A1)."""
 
     preset: ClassVar[dict[str, Any]] = QUICK
+    kind: ClassVar[str] = "teacher"
     arch: str = "pyramidnet110"
     data_dir: str | None = None
     epochs: int = 300

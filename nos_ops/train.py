@@ -79,6 +79,7 @@ class TrainConfig(RunConfig):
     """
 
     preset: ClassVar[dict[str, Any]] = QUICK
+    kind: ClassVar[str] = "train"
     genotype: str | Genotype = "DARTS_V2"
     network: str = "cifar"
     data_dir: str | None = None

@@ -102,7 +102,7 @@ def test_resume_after_a_crash_reproduces_an_uninterrupted_run(tmp_path, monkeypa
         run_search(_config(tmp_path / "resumed"))
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 1
-    resumed = run_search(_config(tmp_path / "resumed", resume=True))
+    resumed = run_search(SearchConfig.from_run(tmp_path / "resumed"))  # settings from the run
 
     assert resumed == full
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["state"]["model"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 __all__ = ["RESUMABLE", "RunConfig", "config_differences"]
@@ -58,6 +60,7 @@ class RunConfig:
     """
 
     preset: ClassVar[dict[str, Any]] = {}
+    kind: ClassVar[str] = ""  # the checkpoint kind of the pipeline's runs
     seed: int = 0
     device: str = "auto"
     out: str = "runs/run"
@@ -150,6 +153,19 @@ class RunConfig:
         if unknown:
             raise TypeError(f"{cls.__name__} has no fields {unknown}; fields: {sorted(names)}")
         return cls(**data)
+
+    @classmethod
+    def from_run(cls: type[C], out: str | os.PathLike, **changes: Any) -> C:
+        """The config of the run in folder ``out`` (from its ``checkpoint.pt``), ready to
+        resume: ``resume=True`` and ``changes`` (only :data:`RESUMABLE` fields, e.g.
+        ``epochs`` or ``lr``) applied. What ``nos-ops ... --resume --out OUT`` uses."""
+        from .checkpoint import load_checkpoint
+
+        state = load_checkpoint(Path(out) / "checkpoint.pt", cls.kind or None)
+        saved = cls.from_dict(state["config"]).as_resolved()
+        return saved.with_changes(
+            **{"overwrite": False, **changes, "resume": True, "out": str(out)}
+        )
 
     def with_changes(self: C, **changes: Any) -> C:
         """A copy with ``changes``; raises ``ValueError`` for fields outside

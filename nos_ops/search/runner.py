@@ -81,6 +81,7 @@ class SearchConfig(RunConfig):
     """
 
     preset: ClassVar[dict[str, Any]] = QUICK
+    kind: ClassVar[str] = "search"
     data_dir: str | None = None
     space: str = "nos"
     channels: int = 16
