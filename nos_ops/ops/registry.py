@@ -15,7 +15,8 @@ hypothesis-drawn inputs, by :func:`nos_ops.testing.check_op`):
 
 Capabilities: class attributes an op may set to ``True`` so that mixtures
 (:class:`~nos_ops.mixed.MixedHeteroOp`) take a fused path for it. They are read with
-:func:`declares`, never by the op's class:
+:func:`declares`, never by the op's class. Each is a promise that the fused path gives what
+the op gives alone; :func:`nos_ops.testing.check_op` checks it (one-hot mixtures):
 
 * ``is_zero`` (feature): the output is all zeros (DARTS ``none``); a mixture skips the op
   (its weight still counts in the softmax).
@@ -23,8 +24,9 @@ Capabilities: class attributes an op may set to ``True`` so that mixtures
   op on an input already through that ReLU; the ops of one edge share one ReLU.
 * ``batched_kernels`` (dynamic): the kernels come from the bottleneck, transform and decode
   1x1 convs of Fig. 1 (attributes ``bottleneck``, ``transform``, ``decode``, ``channels``,
-  ``kernel_size``), so :func:`~nos_ops.ops.dynamic.generate_kernels` makes the kernels of
-  several such ops in one pass over x.
+  ``kernel_size``) as in :class:`~nos_ops.ops.dynamic.DynamicConv2d`, so
+  :func:`~nos_ops.ops.dynamic.generate_kernels` makes the kernels of several such ops in one
+  pass over x (``kernels(x)`` must equal ``generate_kernels([op], x)[0]``).
 """
 
 from __future__ import annotations
