@@ -70,6 +70,7 @@ class StudyConfig(RunConfig):
     out: str = "runs/study"
 
     def __post_init__(self) -> None:
+        self.check_fields()
         unknown = [op for op in self.ops if op not in OPS]
         if unknown or not self.ops:
             raise ValueError(f"ops={self.ops!r} is not valid; expected names from {list(OPS)}")

@@ -67,7 +67,10 @@ class TeacherConfig(RunConfig):
     out: str = "runs/teacher"
 
     def __post_init__(self) -> None:
+        self.check_fields()
         self.require_choice("arch", ARCHS)
+        self.require_positive("weight_decay", zero=True)
+        self.require_fraction("momentum")
         check_amp(self.amp)
         self.require_int("epochs", "batch_size", "lr_step")
         self.require_int("max_steps_per_epoch", optional=True)

@@ -107,7 +107,12 @@ class TrainConfig(RunConfig):
     out: str = "runs/train"
 
     def __post_init__(self) -> None:
+        self.check_fields()
         self.require_choice("network", NETWORKS)
+        self.require_positive("grad_clip")
+        self.require_fraction("momentum", "label_smoothing")
+        self.require_int("workers", "cutout", minimum=0)
+        self.require_int("max_macs", optional=True)
         self.require_choice("schedule", ("cosine", "linear"))
         check_amp(self.amp)
         self.require_int("epochs", "batch_size", "channels")

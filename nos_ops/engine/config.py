@@ -49,6 +49,30 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     ]
 
 
+def _matches(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotation written as a string."""
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    for kind in kinds:
+        if kind == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if (kind == "int" and isinstance(value, int)) or (
+            kind == "float" and isinstance(value, (int, float))
+        ):
+            return True
+        if kind == "str" and isinstance(value, (str, os.PathLike)):
+            return True
+        if kind.startswith("list[") and isinstance(value, (list, tuple)):
+            item = kind[5:-1]
+            return all(_matches(v, item) for v in value)
+        if kind not in ("int", "float", "bool", "str", "None") and not kind.startswith("list"):
+            return True  # a class (e.g. Genotype): checked where it is used
+    return False
+
+
 @dataclass
 class RunConfig:
     """The fields every run has; base of the pipeline configs (see the module docstring).
@@ -68,6 +92,16 @@ class RunConfig:
     overwrite: bool = False
     quick: bool | None = None
     progress: bool = True
+
+    def check_fields(self) -> None:
+        """Raise ``ValueError`` naming the field for a value of the wrong type (from the
+        field's annotation: ``int``, ``float``, ``bool``, ``str``, lists, ``| None``) or an
+        unknown ``device``. Each pipeline's ``__post_init__`` calls it first."""
+        for f in dataclasses.fields(self):
+            value, annotation = getattr(self, f.name), str(f.type)
+            if not _matches(value, annotation):
+                raise ValueError(f"{f.name}={value!r} is not valid; expected {annotation}")
+        self.require_choice("device", ("auto", "cpu", "cuda"))
 
     def require_int(self, *names: str, minimum: int = 1, optional: bool = False) -> None:
         """Raise ``ValueError`` naming the field unless each is an int >= ``minimum`` (or
@@ -94,6 +128,13 @@ class RunConfig:
                     f"{name}={value!r} is not valid; expected {'>=' if zero else '>'} 0"
                 )
 
+    def require_fraction(self, *names: str) -> None:
+        """Raise ``ValueError`` naming the field unless each number is in [0, 1)."""
+        for name in names:
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name}={value!r} is not valid; expected a number in [0, 1)")
+
     def require_choice(self, name: str, valid: Any) -> None:
         """Raise ``ValueError`` naming the field unless its value is in ``valid``."""
         if getattr(self, name) not in valid:
@@ -117,6 +158,11 @@ class RunConfig:
         quick = getattr(self, "quick", None)
         return getattr(self, "data_dir", None) is None if quick is None else bool(quick)
 
+    def quick_preset(self) -> dict[str, Any]:
+        """The quick preset for this config (:attr:`preset`; a pipeline may adapt it to the
+        fields given, e.g. no warm-up in a search shorter than the preset's warm-up)."""
+        return self.preset
+
     def resolved(self: C) -> C:
         """This config with the quick preset given to the fields still at their default
         (when :attr:`is_quick`; ``image_size`` only for the digits) and ``quick`` made
@@ -129,7 +175,7 @@ class RunConfig:
         digits = getattr(self, "data_dir", None) is None
         changes = {
             k: v
-            for k, v in self.preset.items()
+            for k, v in self.quick_preset().items()
             if getattr(self, k) == defaults[k] and (digits or k != "image_size")
         }
         return dataclasses.replace(self, **changes, quick=True).as_resolved()

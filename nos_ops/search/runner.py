@@ -108,7 +108,11 @@ class SearchConfig(RunConfig):
     plots: bool = True
 
     def __post_init__(self) -> None:
+        self.check_fields()
         get_space(self.space)
+        self.require_positive("grad_clip")
+        self.require_positive("weight_decay", "arch_weight_decay", zero=True)
+        self.require_fraction("momentum")
         self.require_int("channels", "epochs", "batch_size", "partial_channels")
         self.require_int("layers", minimum=3)
         self.require_int("warmup_epochs", minimum=0)
