@@ -81,3 +81,22 @@ def test_table1_smoke(tmp_path: Path) -> None:
     assert base["ours_macs"] == 555_422_720 and base["ours_params"] == 11_173_962
     for row in report["rows"]:
         assert {"paper_mparams", "ours_mparams", "diff_mmacs", "diff_mparams"} <= set(row)
+
+
+def test_trainability_smoke(tmp_path: Path) -> None:
+    report = _report("trainability", tmp_path, "--plot", str(tmp_path / "t.png"))
+    names = [r["genotype"] for r in report["rows"]]
+    assert names[0] == "DARTS_V2" and "random_1" in names and len(names) == 5
+    for row in report["rows"]:
+        assert {"finite", "peak_activation", "eval_loss", "train_mode_loss", "accuracy"} <= set(row)
+        assert row["finite"] and 0 <= row["accuracy"] <= 100
+    assert {"all_train", "nos_median_accuracy"} <= set(report["meta"])
+    assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_study_seeds_smoke(tmp_path: Path) -> None:
+    report = _report("study_seeds", tmp_path, "--seeds", "0", "1", "--root", str(tmp_path))
+    base, op = report["rows"]
+    assert base["op"] == "ResNet-18 baseline" and op["op"] == "spatial_attention"
+    assert {"seed_0", "seed_1", "top1_err_mean", "top1_err_std"} <= set(op)
+    assert op["top1_err_mean"] == (op["seed_0"] + op["seed_1"]) / 2
