@@ -86,10 +86,15 @@ class Meter:
         )
 
     def result(self, ctx: DistributedContext | None = None) -> dict[str, float]:
-        """``loss``, ``top1``, ``top5`` (accuracy, %) and ``samples``."""
+        """``loss``, ``top1``, ``top5`` (accuracy, %) and ``samples``; ``ValueError`` when
+        no sample was seen."""
         sums = self.sums if ctx is None else ctx.all_reduce_sum(self.sums)
         loss, top1, top5, n = sums.tolist()
-        n = max(n, 1.0)
+        if n == 0:
+            raise ValueError(
+                "no batch: the loader is empty (a dataset smaller than one batch with "
+                "drop_last, or max_steps_per_epoch=0); there is nothing to measure"
+            )
         return {
             "loss": loss / n,
             "top1": 100.0 * top1 / n,
