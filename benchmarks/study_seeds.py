@@ -70,14 +70,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config = StudyConfig(seed=seed, out=str(out), resume=resume, **extra)
         results.append(run_study(config))
     rows = aggregate(results, args.seeds)
-    meta = metadata(torch.device("cpu"), dtype="float32", seeds=args.seeds,
-                    study=results[0]["args"], data="bundled 8x8 digits (not CIFAR)")
-    columns = [("op", "model"), ("top1_err_mean", "top-1 err % (mean)"),
-               ("top1_err_std", "std"), ("diff_to_baseline_mean", "vs baseline"),
-               *((f"seed_{s}", f"seed {s}") for s in args.seeds),
-               ("macs", "MACs"), ("params", "params")]
-    publish(args, "ResNet-18 self-calibration study over seeds (digits)", meta, rows, rows,
-            columns)
+    meta = metadata(
+        torch.device("cpu"),
+        dtype="float32",
+        seeds=args.seeds,
+        study=results[0]["args"],
+        data="bundled 8x8 digits (not CIFAR)",
+    )
+    columns = [
+        ("op", "model"),
+        ("top1_err_mean", "top-1 err % (mean)"),
+        ("top1_err_std", "std"),
+        ("diff_to_baseline_mean", "vs baseline"),
+        *((f"seed_{s}", f"seed {s}") for s in args.seeds),
+        ("macs", "MACs"),
+        ("params", "params"),
+    ]
+    publish(args, "ResNet-18 self-calibration study over seeds (digits)", meta, rows, rows, columns)
     return {"meta": meta, "rows": rows}
 
 

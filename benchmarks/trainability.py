@@ -79,12 +79,15 @@ def _with_blocks(cell: CellGene, edit) -> CellGene:
 def hand_made(op: str, tier: int) -> Genotype:
     """DARTS_V2 with ``op`` at ``tier`` of every block of both cells."""
     if tier == 1:
+
         def edit(block: BlockGene) -> BlockGene:
             (first, (_, source)) = block.edges
             return BlockGene((first, (op, source)), block.tier2)
     else:
+
         def edit(block: BlockGene) -> BlockGene:
             return BlockGene(block.edges, op)
+
     return Genotype(_with_blocks(DARTS_V2.normal, edit), _with_blocks(DARTS_V2.reduce, edit))
 
 
@@ -136,6 +139,7 @@ def train_quick(genotype: Genotype, recipe: Recipe = Recipe(), seed: int = 0) ->
     steps = len(loader) if recipe.max_steps_per_epoch is None else recipe.max_steps_per_epoch
     steps = min(steps, len(loader))
     total = recipe.epochs * steps
+
     def factor(step: int) -> float:
         return 1.0 if recipe.constant_lr else 0.5 * (1 + math.cos(math.pi * step / total))
 
@@ -207,8 +211,10 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader: TensorLoader) -> None:
 
 def _strip(genotype: Genotype, keep) -> Genotype:
     """``genotype`` with the tier-2 ops that ``keep`` rejects removed."""
+
     def edit(block: BlockGene) -> BlockGene:
         return BlockGene(block.edges, block.tier2 if keep(block.tier2) else None)
+
     return Genotype(_with_blocks(genotype.normal, edit), _with_blocks(genotype.reduce, edit))
 
 
@@ -271,8 +277,9 @@ def plot(rows: Sequence[dict[str, Any]], out: str) -> None:
     left.bar(range(len(rows)), [r["accuracy"] for r in rows], color=colors)
     left.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=8)
     left.set_ylabel("digits test top-1 accuracy (%)")
-    left.axhline(rows[0]["accuracy"] - 2, color="tab:red", lw=0.8, ls="--",
-                 label="DARTS_V2 - 2 points")
+    left.axhline(
+        rows[0]["accuracy"] - 2, color="tab:red", lw=0.8, ls="--", label="DARTS_V2 - 2 points"
+    )
     left.legend(loc="lower left")
     for r in rows:
         style = {"color": "black", "lw": 2} if r["genotype"] == "DARTS_V2" else {"alpha": 0.5}
@@ -303,16 +310,24 @@ COLUMNS = [
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--random", type=int, default=8, help="random genotypes (default 8)")
-    parser.add_argument("--ops", nargs="+", default=list(ATTENTION_OPS + DYNAMIC_OPS),
-                        help="self-calibration ops of the hand-made genotypes")
+    parser.add_argument(
+        "--ops",
+        nargs="+",
+        default=list(ATTENTION_OPS + DYNAMIC_OPS),
+        help="self-calibration ops of the hand-made genotypes",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="processes, one thread each")
     parser.add_argument("--plot", default=None, help="write the picture here (PNG)")
-    parser.add_argument("--variants", metavar="GENOTYPE_JSON",
-                        help="instead: the ablation table of one found genotype, trained "
-                        "with the issue's probe (60 steps at a constant lr 0.025)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="2 random genotypes, 2 ops, a tiny recipe (seconds)")
+    parser.add_argument(
+        "--variants",
+        metavar="GENOTYPE_JSON",
+        help="instead: the ablation table of one found genotype, trained "
+        "with the issue's probe (60 steps at a constant lr 0.025)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 random genotypes, 2 ops, a tiny recipe (seconds)"
+    )
     add_output_args(parser)
     args = parser.parse_args(argv)
     recipe = SMOKE if args.smoke else PROBE if args.variants else Recipe()
@@ -328,9 +343,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         rows = [_row(job) for job in jobs]
     result = verdict(rows)
-    meta = metadata(torch.device("cpu"), dtype="float32", recipe=vars(recipe), seed=args.seed,
-                    jobs=args.jobs, data="bundled 8x8 digits resized to 16x16 (not CIFAR)",
-                    **result)
+    meta = metadata(
+        torch.device("cpu"),
+        dtype="float32",
+        recipe=vars(recipe),
+        seed=args.seed,
+        jobs=args.jobs,
+        data="bundled 8x8 digits resized to 16x16 (not CIFAR)",
+        **result,
+    )
     notes = [
         f"every genotype trains (finite losses, falling loss, eval-mode test loss <= 1.5 x "
         f"train-mode + 0.05): {result['all_train']}",

@@ -208,7 +208,11 @@ def test_virtual_step_is_the_sgd_step(momentum, dampening, nesterov, weight_deca
     torch.manual_seed(0)
     param = nn.Parameter(torch.randn(5))
     opt = torch.optim.SGD(
-        [param], lr=0.3, momentum=momentum, dampening=dampening, nesterov=nesterov,
+        [param],
+        lr=0.3,
+        momentum=momentum,
+        dampening=dampening,
+        nesterov=nesterov,
         weight_decay=weight_decay,
     )
     for _ in range(2):  # the second step has a momentum buffer

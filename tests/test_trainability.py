@@ -38,7 +38,12 @@ scales = st.sampled_from([1e-3, 1e-2, 0.5, 3.0, 1e2, 1e3])
     scale=scales,
 )
 def test_dynamic_conv_is_homogeneous_in_the_input_scale(
-    batch: int, channels: int, size: int, kernel_size: int, dilation: int, stride: int,
+    batch: int,
+    channels: int,
+    size: int,
+    kernel_size: int,
+    dilation: int,
+    stride: int,
     scale: float,
 ) -> None:
     op = DynamicConv2d(channels, kernel_size, stride, dilation, decode_init_std=1.0).double()
@@ -63,9 +68,7 @@ def test_dynamic_conv_gain_is_at_most_two_whatever_the_weights(
 
 
 @pytest.mark.parametrize("layer", [SpatialAttention, ChannelAttention])
-@given(
-    batch=st.integers(1, 3), channels=st.integers(1, 12), size=st.integers(1, 9), scale=scales
-)
+@given(batch=st.integers(1, 3), channels=st.integers(1, 12), size=st.integers(1, 9), scale=scales)
 def test_attention_gain_is_between_one_and_two(
     layer: type, batch: int, channels: int, size: int, scale: float
 ) -> None:
@@ -99,14 +102,22 @@ def _trainability():
     return module
 
 
-@pytest.mark.parametrize("name", ["DARTS_V2", "t2_dynamic_conv_5x5", "t1_spatial_attention",
-                                  "random_0"])
+@pytest.mark.parametrize(
+    "name", ["DARTS_V2", "t2_dynamic_conv_5x5", "t1_spatial_attention", "random_0"]
+)
 def test_short_trainability_run(name: str) -> None:
     bench = _trainability()
     ops = ["dynamic_conv_5x5", "spatial_attention"]
     genotype = bench.genotypes(1, ops)[name]
-    recipe = bench.Recipe(epochs=3, max_steps_per_epoch=8, layers=5, channels=8, batch_size=32,
-                          drop_path=0.0, cutout=0)
+    recipe = bench.Recipe(
+        epochs=3,
+        max_steps_per_epoch=8,
+        layers=5,
+        channels=8,
+        batch_size=32,
+        drop_path=0.0,
+        cutout=0,
+    )
     result = bench.train_quick(genotype, recipe)
     assert result["finite"] and all(math.isfinite(v) for v in result["epoch_losses"])
     assert result["epoch_losses"][-1] < result["epoch_losses"][0]

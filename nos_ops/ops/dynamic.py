@@ -100,8 +100,17 @@ def _convolution_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """aten's depthwise conv backward for the gradients selected by ``mask`` (x, weight)."""
     grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-        grad, x, weight, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0],
-        groups, [mask[0], mask[1], False],
+        grad,
+        x,
+        weight,
+        None,
+        [stride] * 2,
+        [padding] * 2,
+        [dilation] * 2,
+        False,
+        [0, 0],
+        groups,
+        [mask[0], mask[1], False],
     )
     return grad_x, grad_w
 
