@@ -166,7 +166,7 @@ def test_nos_network_trains_one_step():
 
 def test_drop_path_acts_in_training_only():
     torch.manual_seed(0)
-    net = NetworkCIFAR(C, 10, 3, NOS_GENOTYPE, auxiliary=False)
+    net = NetworkCIFAR(C, 10, 3, DARTS_V2, auxiliary=False)  # blocks of two feature edges
     x = torch.randn(3, 3, 16, 16)
     net.train()
     with torch.no_grad():

@@ -122,3 +122,24 @@ def test_short_trainability_run(name: str) -> None:
     assert result["finite"] and all(math.isfinite(v) for v in result["epoch_losses"])
     assert result["epoch_losses"][-1] < result["epoch_losses"][0]
     assert math.isfinite(result["eval_loss"]) and result["peak_activation"] < 1e3
+
+
+def test_drop_path_spares_a_single_feature_input() -> None:
+    """A node fed by one feature op and one self-calibration op keeps its features."""
+    from nos_ops.block import HeterogeneousResidualBlock
+    from nos_ops.genotype import BlockGene
+
+    states = [torch.randn(4, 6, 5, 5) for _ in range(2)]
+    single = HeterogeneousResidualBlock(
+        6, BlockGene((("sep_conv_3x3", 0), ("dynamic_conv_3x3", 1))), False
+    )
+    double = HeterogeneousResidualBlock(
+        6, BlockGene((("sep_conv_3x3", 0), ("dil_conv_3x3", 1))), False
+    )
+    for block, spared in ((single, True), (double, False)):
+        block.train()
+        torch.manual_seed(0)
+        kept = block(states, 0.0)
+        torch.manual_seed(0)
+        dropped = block(states, 0.9)
+        assert torch.equal(kept, dropped) is spared
