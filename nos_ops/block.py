@@ -57,11 +57,15 @@ def _calibrate_sums(sums: NodeSums) -> torch.Tensor:
     return _calibrate(sums.features, sums.attention, sums.kernels)
 
 
+def _check_drop_prob(drop_prob: float) -> None:
+    if not (isinstance(drop_prob, (float, int)) and 0.0 <= drop_prob < 1.0):
+        check_probability("drop_prob", drop_prob)  # 1.0 would divide by zero: NaN
+
+
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole samples with probability ``drop_prob`` in [0, 1) and rescale the rest
     (FractalNet)."""
-    if not (isinstance(drop_prob, (float, int)) and 0.0 <= drop_prob < 1.0):
-        check_probability("drop_prob", drop_prob)  # 1.0 would divide by zero: NaN
+    _check_drop_prob(drop_prob)
     if drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
@@ -179,6 +183,7 @@ class HeterogeneousResidualBlock(nn.Module):
             raise ValueError(
                 f"states has {len(states)} tensors; this block reads node {max(self.sources)}"
             )
+        _check_drop_prob(drop_prob)
         out = HeteroOutput()
         for op, family, source, droppable in zip(
             self.edges, self.families, self.sources, self.droppable
