@@ -318,6 +318,7 @@ def test_channels_last_matches_contiguous(impl, stride):
     x_cl = x.contiguous(memory_format=torch.channels_last)
     assert x_cl.is_contiguous(memory_format=torch.channels_last) and not x_cl.is_contiguous()
     torch.testing.assert_close(op(x_cl), op(x))
+    assert op(x_cl).is_contiguous(memory_format=torch.channels_last)  # the layout is kept
     k = torch.randn(3, 8, 3, 3)
     k_cl = k.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(

@@ -331,7 +331,7 @@ def dynamic_depthwise_conv2d(
             ``"shifted"`` while compiling or exporting and ``"grouped"`` otherwise.
 
     Returns:
-        B x C x ceil(H / stride) x ceil(W / stride).
+        B x C x ceil(H / stride) x ceil(W / stride), ``channels_last`` when ``x`` is.
     """
     if impl not in _IMPLS:
         raise ValueError(f"impl={impl!r} is not valid; expected one of {_IMPLS}")
@@ -354,9 +354,10 @@ def dynamic_depthwise_conv2d(
         impl = "shifted" if torch.compiler.is_compiling() else "grouped"
     if impl == "grouped" and x.shape[0] == 0:  # groups = B * C = 0: the empty batch
         impl = "shifted"
-    if impl == "grouped":
-        return _grouped(x, kernels, stride, dilation)
-    return _shifted(x, kernels, stride, dilation)
+    out = (_grouped if impl == "grouped" else _shifted)(x, kernels, stride, dilation)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)  # keep the input's layout
+    return out
 
 
 def identity_kernel(kernel_size: int, like: torch.Tensor) -> torch.Tensor:
