@@ -294,10 +294,29 @@ PRODUCTS = {
 }
 
 
+def _real_devices_only(factory):
+    """``factory``, failing on the meta device: the registration sample is skipped."""
+
+    def build(c, s, a):
+        if torch.empty(0).is_meta:
+            raise RuntimeError("this factory builds on real devices only")
+        return factory(c, s, a)
+
+    return build
+
+
+@pytest.mark.parametrize("case", sorted(PRODUCTS))
+def test_register_op_checks_a_sample_product(scratch_registry, case):
+    family, factory, match = PRODUCTS[case]
+    with pytest.raises(TypeError, match=match):
+        register_op("gate", family, factory)
+    assert "gate" not in list_ops()
+
+
 @pytest.mark.parametrize("case", sorted(PRODUCTS))
 def test_create_op_checks_what_the_factory_built(scratch_registry, case):
     family, factory, match = PRODUCTS[case]
-    register_op("gate", family, factory)
+    register_op("gate", family, _real_devices_only(factory))
     with pytest.raises(TypeError, match=match):
         create_op("gate", 4)
     with pytest.raises(TypeError, match=match):  # a mixture over it too

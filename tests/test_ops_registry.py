@@ -170,31 +170,42 @@ def test_register_custom_op(scratch_registry):
     assert list_ops()[-1] == "my_pool"  # registration order
     assert op_family("my_pool") is Family.FEATURE
     op = create_op("my_pool", 6, stride=2, affine=False)
-    assert calls == [(6, 2, False)]
+    assert calls == [(8, 1, True), (6, 2, False)]  # a sample on the meta device, then ours
     assert op(torch.randn(1, 6, 5, 5)).shape == (1, 6, 3, 3)
     assert isinstance(get_op("my_pool")(6), nn.AvgPool2d)
+
+
+class _Gate(nn.Identity):
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x.mean(dim=(2, 3), keepdim=True))
 
 
 def test_register_custom_op_as_decorator(scratch_registry):
     @register_op("my_gate", Family.ATTENTION)
     def my_gate(channels: int, stride: int, affine: bool) -> nn.Module:
-        return nn.Identity()
+        return _Gate()
 
-    assert callable(my_gate) and my_gate(4, 1, True).__class__ is nn.Identity
+    assert callable(my_gate) and my_gate(4, 1, True).__class__ is _Gate
     assert list_ops(Family.ATTENTION)[-1] == "my_gate"
     assert get_op("my_gate").factory is my_gate
 
 
 def test_duplicate_registration_raises(scratch_registry):
-    register_op("twice", "dynamic", lambda c, s, a: nn.Identity())
+    register_op("twice", "attention", lambda c, s, a: _Gate())
     with pytest.raises(ValueError, match=r"name='twice' is already registered.*overwrite=True"):
-        register_op("twice", "dynamic", lambda c, s, a: nn.Identity())
+        register_op("twice", "attention", lambda c, s, a: _Gate())
     with pytest.raises(ValueError, match="already registered"):
         register_op("sep_conv_3x3", "feature", lambda c, s, a: nn.Identity())
     register_op("twice", "feature", lambda c, s, a: nn.ReLU(), overwrite=True)
     assert op_family("twice") is Family.FEATURE
-    assert "twice" not in list_ops("dynamic")
+    assert "twice" not in list_ops("attention")
     assert isinstance(create_op("twice", 4), nn.ReLU)
+
+
+def test_function_factory_product_is_checked_at_registration(scratch_registry):
+    with pytest.raises(TypeError, match=r"name='no_gate'.*attention"):
+        register_op("no_gate", "attention", lambda c, s, a: nn.Identity())
+    assert "no_gate" not in list_ops()
 
 
 @pytest.mark.parametrize("family", ["features", "Feature", "", 3])

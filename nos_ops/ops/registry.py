@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import torch
 from torch import nn
 
 from .helpers import check_bool, check_positive
@@ -92,9 +93,10 @@ def register_op(
 
     ``family`` is one of ``"feature"``, ``"attention"``, ``"dynamic"``. Attention ops must
     expose ``attention(x)`` and dynamic ops ``kernels(x)`` plus int ``kernel_size`` and
-    ``dilation`` attributes (see the module docstring). A class factory is checked now; the
-    product of a function factory is checked each time :func:`create_op` builds one (a
-    ``TypeError`` naming the op). ``nos_ops.testing.check_op(name)`` tests the whole contract.
+    ``dilation`` attributes (see the module docstring). A class factory is checked now, a
+    function factory through one product built on the meta device; every product is
+    checked again each time :func:`create_op` builds one (a ``TypeError`` naming the op).
+    ``nos_ops.testing.check_op(name)`` tests the whole contract.
     """
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
         raise ValueError(
@@ -113,6 +115,8 @@ def register_op(
         _check_signature(name, fn)
         if isinstance(fn, type):
             _check_class(name, family, fn)
+        else:
+            _check_sample(name, family, fn)
         if name in _REGISTRY and not overwrite:
             raise ValueError(f"op name={name!r} is already registered; pass overwrite=True")
         _REGISTRY[name] = OpSpec(name, family, fn)
@@ -198,6 +202,18 @@ def _check_signature(name: str, factory: Callable) -> None:
             f"factory {getattr(factory, '__name__', factory)!r} for op name={name!r} does not "
             f"take (channels, stride, affine): {err}"
         ) from None
+
+
+def _check_sample(name: str, family: Family, factory: Callable) -> None:
+    """Build one product of a function factory (8 channels, stride 1, on the meta device: no
+    memory, no arithmetic) and check it against its family. A factory that cannot build 8
+    channels on the meta device is checked each time :func:`create_op` builds one."""
+    try:
+        with torch.device("meta"):
+            op = factory(8, 1, True)
+    except Exception:  # noqa: BLE001 - the user's code; create_op checks what it builds
+        return
+    check_product(name, family, op)
 
 
 def _check_class(name: str, family: Family, cls: type) -> None:
