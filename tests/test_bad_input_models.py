@@ -583,3 +583,23 @@ def test_nos_networks_take_batch_zero(train):
     assert net(torch.randn(0, 3, 32, 32))[0].shape == (0, 10)
     search = SearchNetwork(4, 10, 3, "nos").train(train)
     assert search(torch.randn(0, 3, 8, 8)).shape == (0, 10)
+
+
+@pytest.mark.parametrize("build", ["resnet18", "pyramidnet"])
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (torch.randn(2, 1, 8, 8), ValueError, r"x has 1 channels .* channels=3"),
+        (torch.randn(2, 3, 8, 8, dtype=torch.float64), TypeError, r"float32 parameters"),
+        (torch.randn(3, 8, 8), ValueError, r"4-d tensor .*unsqueeze\(0\)"),
+    ],
+)
+def test_resnet_and_teacher_inputs_are_checked(build, x, error, match):
+    from nos_ops.models.resnet import resnet18_cifar
+    from nos_ops.models.teachers import pyramidnet
+
+    model = resnet18_cifar() if build == "resnet18" else pyramidnet(20, 12, 10, False)
+    with pytest.raises(error, match=match):
+        model(x)
+    with pytest.raises(error, match=match):
+        model.stage_features(x)

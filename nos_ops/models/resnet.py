@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.helpers import check_features
 from ..ops.registry import Family, create_op, list_ops, op_family
 
 __all__ = ["BasicBlock", "ResNetCIFAR", "resnet18_cifar", "add_self_calibration"]
@@ -74,6 +75,7 @@ class ResNetCIFAR(nn.Module):
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of layer1..layer4: 64 x H, 128 x H/2, 256 x H/4, 512 x H/8 (spatially)."""
+        check_features(x, self.conv1.in_channels, layer=self, like=self.conv1.weight)
         out = F.relu(self.bn1(self.conv1(x)))
         outs = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
@@ -87,6 +89,7 @@ class ResNetCIFAR(nn.Module):
         At 32 x 32 input: B x 64 x 32 x 32, B x 128 x 16 x 16, B x 256 x 8 x 8. Layer 4
         is not run.
         """
+        check_features(x, self.conv1.in_channels, layer=self, like=self.conv1.weight)
         out = F.relu(self.bn1(self.conv1(x)))
         outs = []
         for layer in (self.layer1, self.layer2, self.layer3):

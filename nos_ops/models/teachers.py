@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.helpers import check_features
 from .resnet import resnet18_cifar
 
 __all__ = ["PyramidBasicBlock", "PyramidBottleneck", "PyramidNet", "pyramidnet", "create_teacher"]
@@ -121,6 +122,7 @@ class PyramidNet(nn.Module):
 
     def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of layer1..layer3 (Eq. 10's stages): spatial H, H/2, H/4."""
+        check_features(x, self.conv1.in_channels, layer=self, like=self.conv1.weight)
         out = self.bn1(self.conv1(x))
         outs = []
         for layer in (self.layer1, self.layer2, self.layer3):
