@@ -188,6 +188,15 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         action="store_true",
         help="no progress bars (the per-epoch lines still print)",
     )
+    parser.add_argument(
+        "--tensorboard",
+        dest="tensorboard",
+        action="store_const",
+        const=True,
+        help="also write each epoch's losses, accuracies and learning rate"
+        + (" and the architecture weights as a picture" if command == "search" else "")
+        + ' as TensorBoard events into OUT/tensorboard (pip install "nos_ops[tensorboard]")',
+    )
 
 
 def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
@@ -517,7 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guard(lambda: _export(args), args, None)
     try:
         config = make_config(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, CheckpointError) as err:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        FileNotFoundError,
+        CheckpointError,
+        ImportError,
+    ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         parsers[args.command].error(" ".join(str(message).split()))
     _threads(args, config)

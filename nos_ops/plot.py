@@ -16,7 +16,13 @@ from typing import Any
 from .genotype import CellGene, Genotype
 from .ops.registry import Family, op_family
 
-__all__ = ["draw_genotype", "plot_arch_weights", "plot_curves", "FAMILY_COLORS"]
+__all__ = [
+    "draw_genotype",
+    "plot_arch_weights",
+    "arch_weights_figure",
+    "plot_curves",
+    "FAMILY_COLORS",
+]
 
 FAMILY_COLORS = {
     Family.FEATURE: "#1f5fa8",
@@ -465,6 +471,47 @@ def plot_arch_weights(
     if title:
         fig.suptitle(title, fontsize=13, y=1.02)
     return _save(fig, path)
+
+
+def arch_weights_figure(record: dict, ops: Sequence[str], title: str | None = None) -> Any:
+    """One epoch's architecture weights as a matplotlib ``Figure`` (not saved): a heat map
+    per cell (rows: edges, columns: ops, each cell of the map the op's softmax weight, the
+    strongest op of each edge outlined). ``record`` holds ``"alphas_normal"`` and
+    ``"alphas_reduce"`` as in the search log. What the search gives TensorBoard each epoch
+    (``tensorboard=True``); :func:`plot_arch_weights` draws the whole search instead.
+    """
+    ops = list(ops)
+    if not ops:
+        raise ValueError("ops must name at least one op, got an empty sequence")
+    cells = [
+        (name, _weights(record, key, 0, len(ops)))
+        for key, name in (("alphas_normal", "normal cell"), ("alphas_reduce", "reduction cell"))
+    ]
+    num_edges = len(cells[0][1])
+    grid = _edge_grid(num_edges)
+    labels = [p[2] for p in grid[2]] if grid else [f"edge {e}" for e in range(num_edges)]
+    fig = _figure((2 * (0.42 * len(ops) + 1.6), 0.26 * num_edges + 1.6))
+    axes = fig.subplots(1, 2)
+    for ax, (name, rows) in zip(axes, cells):
+        image = ax.imshow(rows, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(ops)), ops, rotation=60, ha="right", fontsize=6)
+        ax.set_yticks(range(len(rows)), labels[: len(rows)], fontsize=6)
+        for e, row in enumerate(rows):
+            best = max(range(len(row)), key=row.__getitem__)
+            ax.add_patch(
+                _rectangle((best - 0.5, e - 0.5), 1, 1, fill=False, edgecolor="w", linewidth=1)
+            )
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _rectangle(*args: Any, **kwargs: Any) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- learning curves

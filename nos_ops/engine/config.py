@@ -2,8 +2,8 @@
 
 Every pipeline's config (search, train, teacher, study) is a dataclass derived from
 :class:`RunConfig`, which holds the fields every run has (``seed``, ``device``, ``out``,
-``resume``, ``overwrite``, ``quick``, ``progress``); each pipeline adds ``data_dir``,
-``epochs``, ``lr`` and its own, and a class attribute ``preset`` (its quick dict).
+``resume``, ``overwrite``, ``quick``, ``progress``, ``tensorboard``); each pipeline adds
+``data_dir``, ``epochs``, ``lr`` and its own, and a class attribute ``preset`` (its quick dict).
 :data:`RESUMABLE` is the one list of fields that may differ between a checkpoint's config
 and the config that resumes it: the epoch count and the learning rate (so a run can be
 extended, or continued at a lower rate after a non-finite loss), and settings that do not
@@ -32,6 +32,7 @@ RESUMABLE = frozenset(
         "progress",
         "plots",
         "workers",
+        "tensorboard",
     }
 )
 """Config fields that may change when a run is resumed."""
@@ -80,7 +81,10 @@ class RunConfig:
     ``seed`` fixes every random draw; ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``;
     ``out`` is the run folder, which ``resume`` continues and ``overwrite`` empties first;
     ``quick`` (None: quick exactly when ``data_dir`` is None) applies :attr:`preset`;
-    ``progress`` shows progress bars (the per-epoch lines print either way).
+    ``progress`` shows progress bars (the per-epoch lines print either way);
+    ``tensorboard`` also writes each epoch's numbers (and the search's architecture weights
+    as a picture) as TensorBoard events into ``out/tensorboard`` (needs the ``tensorboard``
+    extra; off by default).
     """
 
     preset: ClassVar[dict[str, Any]] = {}
@@ -92,6 +96,7 @@ class RunConfig:
     overwrite: bool = False
     quick: bool | None = None
     progress: bool = True
+    tensorboard: bool = False
 
     def check_fields(self) -> None:
         """Raise ``ValueError`` naming the field for a value of the wrong type (from the
@@ -102,6 +107,10 @@ class RunConfig:
             if not _matches(value, annotation):
                 raise ValueError(f"{f.name}={value!r} is not valid; expected {annotation}")
         self.require_choice("device", ("auto", "cpu", "cuda"))
+        if self.tensorboard:
+            from .tensorboard import require_tensorboard
+
+            require_tensorboard()  # ImportError naming the extra, before any run starts
 
     def require_int(self, *names: str, minimum: int = 1, optional: bool = False) -> None:
         """Raise ``ValueError`` naming the field unless each is an int >= ``minimum`` (or

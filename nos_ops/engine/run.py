@@ -4,7 +4,8 @@
 ResNet study): it opens the run folder (:class:`RunDir`), resumes from its checkpoint when
 asked (checking the config; :data:`~nos_ops.engine.config.RESUMABLE` fields may change),
 then per epoch runs the task, checks that every number and parameter is finite, appends the
-record to ``log.jsonl``, lets the task write its own files, saves ``checkpoint.pt`` with the
+record to ``log.jsonl`` (and, with ``tensorboard``, to TensorBoard events in
+``tensorboard/``), lets the task write its own files, saves ``checkpoint.pt`` with the
 RNG state of every rank, and prints one line. A non-finite loss stops the run with a
 :class:`NonFiniteLossError` that names the epoch, the step, the last good checkpoint and how
 to resume it; nothing non-finite is written.
@@ -30,6 +31,7 @@ from .config import RunConfig, config_differences
 from .distributed import DistributedContext, gather_objects
 from .progress import echo
 from .runlog import JsonlLogger
+from .tensorboard import TensorBoardLogger
 
 __all__ = [
     "RunDir",
@@ -252,6 +254,8 @@ class Task(Protocol):
     def describe(self, record: dict[str, Any]) -> str: ...  # the per-epoch line
     def write_outputs(self, record: dict[str, Any], records: list[dict]) -> None: ...
 
+    # optional: ``figures(record) -> {tag: matplotlib Figure}``, pictures for TensorBoard
+
 
 def _advice(task: Task, where: str, good: int | None, path: Path) -> str:
     if good is None:
@@ -289,8 +293,28 @@ def _resume(task: Task, run: RunDir, ctx: DistributedContext) -> int:
 def fit(task: Task, run: RunDir, ctx: DistributedContext) -> list[dict[str, Any]]:
     """Run ``task``'s remaining epochs in the (entered) ``run``; returns the log records."""
     start = _resume(task, run, ctx) if run.resume else 0
-    good: int | None = start or None
     logger = JsonlLogger(run.log, ctx.is_main, keep_before_epoch=start + 1 if start else None)
+    board = TensorBoardLogger(
+        run.path / "tensorboard",
+        enabled=ctx.is_main and bool(getattr(task.config, "tensorboard", False)),
+        first_epoch=start + 1,
+    )
+    try:
+        _epochs(task, run, ctx, start, logger, board)
+    finally:
+        board.close()
+    return logger.records
+
+
+def _epochs(
+    task: Task,
+    run: RunDir,
+    ctx: DistributedContext,
+    start: int,
+    logger: JsonlLogger,
+    board: TensorBoardLogger,
+) -> None:
+    good: int | None = start or None
     for epoch in range(start + 1, task.total_epochs + 1):
         began = time.perf_counter()
         try:
@@ -314,6 +338,7 @@ def fit(task: Task, run: RunDir, ctx: DistributedContext) -> list[dict[str, Any]
         rng = gather_objects(ctx, capture_rng())
         if ctx.is_main:
             logger.log(record)
+            board.log(record, board.figures_of(task, record))
             task.write_outputs(record, logger.records)
             save_checkpoint(
                 run.checkpoint,
@@ -325,4 +350,3 @@ def fit(task: Task, run: RunDir, ctx: DistributedContext) -> list[dict[str, Any]
             echo(task.describe(record))
         good = epoch
         ctx.barrier()
-    return logger.records

@@ -36,7 +36,7 @@ from ..engine.amp import amp_dtype
 from ..engine.progress import progress
 from ..genotype import Genotype
 from ..models.search import SearchNetwork
-from ..plot import draw_genotype, plot_arch_weights
+from ..plot import arch_weights_figure, draw_genotype, plot_arch_weights
 from .architect import Architect, weight_step, wrap_ddp
 from .distill import load_teacher
 
@@ -280,6 +280,12 @@ class SearchTask:
             f"{r['at_loss']:.4g}, valid top-1 {r['valid_top1']:.1f}%, margin "
             f"{r['margin']:.3f}{warm} ({r['seconds']:.1f} s)"
         )
+
+    def figures(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's architecture weights as a picture, for TensorBoard."""
+        c = self.config
+        title = f"{c.space} search, epoch {record['epoch']}/{c.epochs}"
+        return {"arch_weights": arch_weights_figure(record, self.net.space.ops, title=title)}
 
     def write_outputs(self, record: dict[str, Any], records: list[dict]) -> None:
         out, c = Path(self.config.out), self.config
