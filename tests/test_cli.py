@@ -280,3 +280,101 @@ def test_ctrl_c_says_how_to_continue(teacher, tmp_path, monkeypatch, capsys):
     assert f"continue with: nos-ops teacher --resume --out {teacher}" in capsys.readouterr().err
     assert main(["teacher", *TEACHER, "--out", str(tmp_path / "new")]) == 130
     assert "no checkpoint yet" in capsys.readouterr().err
+
+
+KILL_RUNS = {  # pipeline -> tiny flags of a run long enough to be killed after a checkpoint
+    "search": [
+        "--space",
+        "darts",
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--epochs",
+        "6",
+        "--max-steps-per-epoch",
+        "2",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--no-teacher",
+        "--no-plots",
+    ],
+    "train": [
+        "--genotype",
+        "DARTS_V2",
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--epochs",
+        "6",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "256",
+    ],
+    "study": [
+        "--op",
+        "spatial_attention",
+        "--width",
+        "0.125",
+        "--epochs",
+        "3",
+        "--max-steps-per-epoch",
+        "2",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "4",
+    ],
+}
+
+
+@pytest.mark.parametrize("pipeline", sorted(KILL_RUNS))
+def test_kill_9_then_resume_matches_for_every_pipeline(tmp_path, capsys, pipeline):
+    """SIGKILL right after the first checkpoint, resume from the folder alone: the same
+    per-epoch log (timings aside) and the same final checkpoint state as a run never killed."""
+    flags = [*KILL_RUNS[pipeline], "--no-progress", "--device", "cpu"]
+    assert main([pipeline, *flags, "--out", str(tmp_path / "full")]) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nos_ops", pipeline, *flags, "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = len(read_jsonl(out / "log.jsonl"))
+    if done >= len(read_jsonl(tmp_path / "full" / "log.jsonl")):
+        pytest.skip("the run finished before it could be killed")
+    capsys.readouterr()
+    assert main([pipeline, "--resume", "--out", str(out)]) == 0
+    timings = ("seconds", "wall_s", "train_s", "load_average")
+    logs = [
+        [{k: v for k, v in r.items() if k not in timings} for r in read_jsonl(p / "log.jsonl")]
+        for p in (tmp_path / "full", out)
+    ]
+    assert logs[0] == logs[1]
+    states = [load_checkpoint(p / "checkpoint.pt")["state"] for p in (tmp_path / "full", out)]
+    assert _same(states[0], states[1])
+
+
+def _same(a, b) -> bool:
+    """Nested checkpoint states equal, tensors bit for bit, timings aside."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        keys = {k for k in a if k not in ("seconds", "wall_s", "train_s")}
+        return keys == {k for k in b if k not in ("seconds", "wall_s", "train_s")} and all(
+            _same(a[k], b[k]) for k in keys
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
