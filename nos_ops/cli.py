@@ -68,7 +68,9 @@ _COMMON = [
         "--data-dir",
         "data_dir",
         str,
-        "cifar-10-batches-py or cifar-100-python folder (leave out: the bundled digits, quick)",
+        "cifar-10-batches-py or cifar-100-python folder, or an image folder (one subfolder "
+        "per class, or train/ and test/ each with them; extra images) (leave out: the "
+        "bundled digits, quick)",
     ),
     ("--epochs", "epochs", int, "epochs"),
     ("--batch-size", "batch_size", int, "global batch"),

@@ -70,8 +70,9 @@ class TrainConfig(RunConfig):
     batch 512, App. A2).
 
     ``genotype`` is a :class:`Genotype`, a name (``"DARTS_V2"``) or a JSON path; ``network``
-    ``"cifar"`` or ``"imagenet"``; ``data_dir`` a CIFAR folder, or None for the bundled
-    digits. ``quick`` (None: on for the digits) gives fields at their default the values of
+    ``"cifar"`` or ``"imagenet"``; ``data_dir`` a CIFAR folder, an image folder
+    (:func:`nos_ops.engine.data.load_image_folder_sets`), or None for the bundled digits.
+    ``quick`` (None: on for the digits) gives fields at their default the values of
     :data:`QUICK`. ``schedule`` is ``"cosine"`` or ``"linear"`` after ``warmup_epochs``;
     ``max_macs`` raises before training if the network is bigger; ``amp`` is ``"none"``,
     ``"bf16"`` or ``"fp16"``; ``out`` is the run folder (``resume`` continues it,

@@ -152,13 +152,17 @@ class RunConfig:
             )
 
     def require_digits_size(self) -> None:
-        """``image_size`` resizes the bundled digits only: CIFAR is 32 x 32."""
+        """``image_size`` resizes the bundled digits and image folders only: CIFAR is
+        32 x 32."""
+        from .data import is_image_folder
+
         self.require_int("image_size", optional=True)
         size = getattr(self, "image_size", None)
-        if getattr(self, "data_dir", None) is not None and size not in (None, 32):
+        data_dir = getattr(self, "data_dir", None)
+        if data_dir is not None and size not in (None, 32) and not is_image_folder(data_dir):
             raise ValueError(
                 f"image_size={size} is not valid with data_dir (CIFAR is 32 x 32); "
-                "image_size only resizes the bundled digits"
+                "image_size only resizes the bundled digits and image folders"
             )
 
     @property

@@ -1,6 +1,8 @@
-"""Data for the classifier pipelines: the bundled digits or CIFAR, batched for a rank.
+"""Data for the classifier pipelines: the bundled digits, CIFAR or an image folder, batched.
 
-:func:`load_data` gives (train, test, mean, std); :func:`classifier_loaders` turns either
+:func:`load_data` gives (train, test, mean, std); ``data_dir`` is a CIFAR folder or an image
+folder (:func:`is_image_folder`, read by :func:`load_image_folder_sets`).
+:func:`classifier_loaders` turns either
 :class:`~nos_ops.data.ImageSet` pairs (batched on the device by
 :class:`~nos_ops.data.TensorLoader`, augmented with random crop, flip and cutout) or any
 ``torch.utils.data.Dataset`` pair (through a ``DataLoader`` over the rank's shard) into a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,13 +27,77 @@ from ..data import (
     Augment,
     ImageSet,
     TensorLoader,
+    _find_cifar,
     channel_stats,
     load_cifar,
     load_digits,
+    split_for_search,
 )
 from .distributed import DistributedContext
 
-__all__ = ["DatasetLoader", "load_data", "classifier_loaders"]
+__all__ = [
+    "DatasetLoader",
+    "load_data",
+    "classifier_loaders",
+    "is_image_folder",
+    "load_image_folder_sets",
+]
+
+HELD_OUT = 0.1
+"""The share of a single image folder held out as the test set (seeded, seed 0)."""
+
+
+def is_image_folder(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` is an image folder rather than a CIFAR folder: a folder without
+    CIFAR files that has subfolders (one per class, or ``train`` and ``test``/``val`` each
+    with one per class). A missing folder is not one (CIFAR's loader says what is wrong)."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        return False
+    try:
+        _find_cifar(root)
+    except FileNotFoundError:
+        return any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+    except ValueError:
+        return False
+    return False
+
+
+def _split_folders(root: Path) -> tuple[Path, Path] | None:
+    """(train, test) subfolders of ``root`` when it has ``train`` and ``test`` or ``val``."""
+    test = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    return (root / "train", test) if (root / "train").is_dir() and test else None
+
+
+def load_image_folder_sets(
+    data_dir: str | os.PathLike, image_size: int | None = None, test: bool = True
+) -> tuple[ImageSet, ImageSet | None]:
+    """(train, test) of an image folder at ``image_size`` (default 32), through
+    :func:`nos_ops.datasets.load_image_folder` (extra ``images``).
+
+    ``data_dir/train`` and ``data_dir/test`` (or ``val``), each with one subfolder per class,
+    are the two sets (the test classes follow the train folder's). A folder with one
+    subfolder per class is the training set; with ``test`` a seeded share (:data:`HELD_OUT`)
+    of it is held out as the test set, else test is None (the search needs none).
+    """
+    from ..datasets import list_classes, load_image_folder
+
+    root, size = Path(data_dir).expanduser(), image_size or 32
+    split = _split_folders(root)
+    if split is not None:
+        classes = list_classes(split[0])
+        train = load_image_folder(split[0], size, classes=classes, name=root.name)
+        held = (
+            load_image_folder(split[1], size, classes=classes, name=f"{root.name} {split[1].name}")
+            if test
+            else None
+        )
+        return train, held
+    train = load_image_folder(root, size)
+    if not test:
+        return train, None
+    kept, held = split_for_search(train, 1 - HELD_OUT, seed=0)
+    return kept, held
 
 
 class DatasetLoader:
@@ -72,15 +139,22 @@ class DatasetLoader:
 def load_data(
     data_dir: str | os.PathLike | None = None, image_size: int | None = None
 ) -> tuple[ImageSet, ImageSet, tuple[float, ...], tuple[float, ...]]:
-    """(train, test, mean, std): CIFAR-10/100 from ``data_dir``, or the bundled digits.
+    """(train, test, mean, std): CIFAR-10/100 or an image folder from ``data_dir``, or the
+    bundled digits.
 
     Digits: the train and test splits of :func:`~nos_ops.data.load_digits` at
     ``image_size`` (default 32) and their train-set channel statistics. CIFAR: the standard
-    train/test sets (32x32; other ``image_size`` values raise) and their constants.
+    train/test sets (32x32; other ``image_size`` values raise) and their constants. An image
+    folder (:func:`is_image_folder`): :func:`load_image_folder_sets` at ``image_size``
+    (default 32) and the training set's channel statistics.
     """
     if data_dir is None:
         train_set, _, test_set = load_digits(image_size or 32)
         return (train_set, test_set, *channel_stats(train_set))
+    if is_image_folder(data_dir):
+        train_set, held = load_image_folder_sets(data_dir, image_size)
+        assert held is not None
+        return (train_set, held, *channel_stats(train_set))
     if image_size not in (None, 32):
         raise ValueError(
             f"image_size={image_size} is not valid for CIFAR; its images are "

@@ -68,8 +68,10 @@ class SearchConfig(RunConfig):
     """Settings of :func:`run_search`; the defaults are the paper's (Sec. 4.2, App. A1).
 
     Data: ``data_dir`` is a CIFAR-10/100 folder (its training set is split 25K/25K into
-    weight and architecture halves, the latter also giving ``valid_top1``), or None for the
-    bundled digits (quick by default: :data:`QUICK`). ``valid_top1`` is the supernet's top-1
+    weight and architecture halves, the latter also giving ``valid_top1``), an image folder
+    (its training images split the same way, at ``image_size``, default 32, normalised by the
+    weight half's statistics; :func:`nos_ops.engine.data.load_image_folder_sets`), or None
+    for the bundled digits (quick by default: :data:`QUICK`). ``valid_top1`` is the supernet's top-1
     accuracy (%) with BatchNorm on batch statistics.
 
     Schedule: SGD ``lr`` 0.025, momentum 0.9, weight decay 3e-4, cosine to ``lr_min`` = 0,

@@ -33,6 +33,7 @@ from ..data import (
 )
 from ..engine import DistributedContext, autocast, check_finite, grad_scaler, seed_everything
 from ..engine.amp import amp_dtype
+from ..engine.data import is_image_folder, load_image_folder_sets
 from ..engine.progress import progress
 from ..genotype import Genotype
 from ..models.search import SearchNetwork
@@ -52,6 +53,10 @@ def _datasets(config: SearchConfig) -> tuple:
         train, val, _ = load_digits(config.image_size or 32)
         weights, arch = split_for_search(train, 0.5, config.seed)
         return (weights, arch, val, *channel_stats(weights))
+    if is_image_folder(config.data_dir):
+        train, _ = load_image_folder_sets(config.data_dir, config.image_size, test=False)
+        weights, arch = split_for_search(train, 0.5, config.seed)
+        return (weights, arch, arch, *channel_stats(weights))
     train = load_cifar(Path(config.data_dir).expanduser(), train=True)
     weights, arch = split_for_search(train, 0.5, config.seed)
     stats = (
