@@ -28,9 +28,12 @@ def amp_dtype(amp: str) -> torch.dtype | None:
     return AMP[amp]
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``amp`` on ``device``'s type; a no-op for ``"none"``."""
-    dtype = amp_dtype(amp)
+def autocast(
+    device: torch.device, amp: str | torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device``'s type for ``amp`` (``"none"``, ``"bf16"``,
+    ``"fp16"``, or a dtype); a no-op for ``"none"`` and None."""
+    dtype = amp if amp is None or isinstance(amp, torch.dtype) else amp_dtype(amp)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel
 
+from ..engine.amp import autocast
 from .distill import attention_transfer_loss
 
 __all__ = ["Architect", "StagesForward", "search_network", "weight_step", "wrap_ddp"]
@@ -70,12 +71,6 @@ def wrap_ddp(net: nn.Module, **kwargs) -> DistributedDataParallel:
     ignore = [n for n, p in staged.named_parameters() if id(p) in arch]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(staged, ignore)
     return DistributedDataParallel(staged, **kwargs)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _objective(
@@ -156,7 +151,7 @@ def weight_step(
         )
     staged = model if isinstance(model, DistributedDataParallel) else StagesForward(net)
     with _frozen(net.arch_parameters()):
-        with _autocast(x.device, amp_dtype):
+        with autocast(x.device, amp_dtype):
             logits, stages = staged(x)
             teacher_stages = teacher(x) if teacher is not None else None
             loss, ce, at = _objective(logits, stages, y, teacher_stages, at_weight)
@@ -306,7 +301,7 @@ class Architect:
     def _teacher(self, x: torch.Tensor) -> list[torch.Tensor] | None:
         if self.teacher is None:
             return None
-        with torch.no_grad(), _autocast(x.device, self.amp_dtype):
+        with torch.no_grad(), autocast(x.device, self.amp_dtype):
             return list(self.teacher(x))
 
     def _loss(
@@ -317,7 +312,7 @@ class Architect:
         y: torch.Tensor,
         teacher_stages: list[torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        with _autocast(x.device, self.amp_dtype):
+        with autocast(x.device, self.amp_dtype):
             logits, stages = functional_call(self.staged, {**params, **buffers}, (x,))
         return _objective(logits, stages, y, teacher_stages, self.at_weight)
 
