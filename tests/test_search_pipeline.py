@@ -276,3 +276,14 @@ def test_auto_teacher_is_reused_from_beside_the_run(tmp_path, capsys):
     assert result["teacher"]["reused"] and result["teacher"]["train_s"] == 12.0
     saved = load_checkpoint(tmp_path / "search" / "checkpoint.pt")["config"]
     assert saved["teacher"] == str(tmp_path / "teacher" / "teacher.pt")  # resume needs no auto
+
+
+def test_search_on_a_map_style_dataset(tmp_path):
+    """Your own data from the API: any dataset of (image tensor, label) pairs."""
+    images = torch.rand(24, 3, 8, 8)
+    labels = torch.arange(24) % 3
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    genotype = run_search(_config(tmp_path / "run", epochs=1, quick=False), dataset)
+    assert genotype.normal.blocks and (tmp_path / "run" / "genotype.json").exists()
+    with pytest.raises(ValueError, match="teacher='auto'.*your own dataset"):
+        run_search(_config(tmp_path / "auto", teacher="auto", quick=False), dataset)

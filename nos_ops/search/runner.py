@@ -150,10 +150,18 @@ class SearchConfig(RunConfig):
             raise ValueError(f"lr_min={self.lr_min!r} is not valid; expected 0 <= lr_min <= lr")
 
 
-def _resolve_teacher(config: SearchConfig, ctx: DistributedContext) -> tuple[SearchConfig, dict]:
+def _resolve_teacher(
+    config: SearchConfig, ctx: DistributedContext, own_data: bool = False
+) -> tuple[SearchConfig, dict]:
     """``config`` with ``teacher="auto"`` replaced by the quick teacher's path."""
     if config.teacher != "auto":
         return config, {"path": config.teacher, "reused": config.teacher is not None}
+    if own_data:
+        raise ValueError(
+            "teacher='auto' trains a quick teacher on the bundled digits only; with your own "
+            "dataset pass teacher=PATH (a teacher trained on it: nos_ops.teacher.train_teacher) "
+            "or teacher=None (no attention transfer)"
+        )
     if config.data_dir is not None:
         raise ValueError(
             "teacher='auto' trains a quick teacher on the bundled digits only; "
@@ -167,8 +175,13 @@ def _resolve_teacher(config: SearchConfig, ctx: DistributedContext) -> tuple[Sea
     return dataclasses.replace(config, teacher=info["path"], teacher_dir=folder), info
 
 
-def run_search(config: SearchConfig) -> Genotype:
+def run_search(config: SearchConfig, dataset: Any = None) -> Genotype:
     """Run the attention-guided search of ``config`` and return the derived genotype.
+
+    ``dataset``, an :class:`~nos_ops.data.ImageSet` or any map-style dataset of (image
+    tensor, label) pairs, replaces ``config.data_dir``: it is split in weight and
+    architecture halves and normalised by the weight half's statistics (images resized to
+    ``config.image_size`` when given). Pass the same dataset again to resume.
 
     Raises :class:`~nos_ops.engine.NonFiniteLossError` (the last good checkpoint kept) when a
     loss becomes NaN or infinite, ``RunLockedError`` when another run holds ``out``.
@@ -176,8 +189,8 @@ def run_search(config: SearchConfig) -> Genotype:
     began, initialised = time.perf_counter(), dist.is_available() and dist.is_initialized()
     ctx = setup_distributed(config.device)
     try:
-        config, teacher = _resolve_teacher(config.resolved(), ctx)
-        task = SearchTask(config, ctx)
+        config, teacher = _resolve_teacher(config.resolved(), ctx, dataset is not None)
+        task = SearchTask(config, ctx, dataset)
         if ctx.is_main:
             guide = (
                 f"attention-guided (Eqs. 10, 12, 13) with teacher {config.teacher}"

@@ -25,12 +25,14 @@ from ..data import (
     CIFAR100_MEAN,
     CIFAR100_STD,
     Augment,
+    ImageSet,
     TensorLoader,
     channel_stats,
     load_cifar,
     load_digits,
     split_for_search,
 )
+from ..datasets import from_dataset
 from ..engine import DistributedContext, autocast, check_finite, grad_scaler, seed_everything
 from ..engine.amp import amp_dtype
 from ..engine.data import is_image_folder, load_image_folder_sets
@@ -47,8 +49,15 @@ if TYPE_CHECKING:
 __all__ = ["SearchTask", "node_name", "op_margins", "check_ranks_agree"]
 
 
-def _datasets(config: SearchConfig) -> tuple:
-    """(weight half, architecture half, accuracy set, mean, std)."""
+def _datasets(config: SearchConfig, dataset: Any = None) -> tuple:
+    """(weight half, architecture half, accuracy set, mean, std); ``dataset`` (an
+    :class:`~nos_ops.data.ImageSet` or a map-style dataset of (image, label)) replaces the
+    folder of ``config``: split in halves, statistics of the weight half."""
+    if dataset is not None:
+        if not isinstance(dataset, ImageSet):
+            dataset = from_dataset(dataset, config.image_size)
+        weights, arch = split_for_search(dataset, 0.5, config.seed)
+        return (weights, arch, arch, *channel_stats(weights))
     if config.data_dir is None:
         train, val, _ = load_digits(config.image_size or 32)
         weights, arch = split_for_search(train, 0.5, config.seed)
@@ -107,8 +116,9 @@ class SearchTask:
 
     kind = "search"
 
-    def __init__(self, config: SearchConfig, ctx: DistributedContext) -> None:
+    def __init__(self, config: SearchConfig, ctx: DistributedContext, dataset: Any = None) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
+        self.dataset = dataset
         seed_everything(config.seed)
         size = self._data()
         self.net = SearchNetwork(
@@ -151,7 +161,7 @@ class SearchTask:
                 f"size {ctx.world_size} (it is the global batch)"
             )
         batch = config.batch_size // ctx.world_size
-        weight_set, arch_set, acc_set, mean, std = _datasets(config)
+        weight_set, arch_set, acc_set, mean, std = _datasets(config, self.dataset)
         size = weight_set.images.shape[-1]
         augment = Augment(mean, std, crop_padding=max(size // 8, 1), flip=True)
         shard = {"device": ctx.device, "rank": ctx.rank, "world_size": ctx.world_size}
