@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch.utils.data import Dataset
 
+from .data import ImageSet
+from .datasets import from_dataset
 from .engine import (
     Capped,
     DistributedContext,
@@ -81,11 +84,18 @@ class TeacherConfig(RunConfig):
 class _TeacherTask(ModelTask):
     kind = "teacher"
 
-    def __init__(self, config: TeacherConfig, ctx: DistributedContext) -> None:
+    def __init__(self, config: TeacherConfig, ctx: DistributedContext, data: tuple) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
-        train_set, test_set, mean, std = load_data(config.data_dir, config.image_size)
+        stats: tuple = ()
+        if data[0] is None:
+            train_set, test_set, *stats = load_data(config.data_dir, config.image_size)
+            data = (train_set, test_set)
+        elif not isinstance(data[0], ImageSet):  # in memory; classes from the labels
+            data = tuple(
+                from_dataset(d, config.image_size, name=n) for d, n in zip(data, ("train", "test"))
+            )
         train, test, self.num_classes, self.image_size = classifier_loaders(
-            train_set, test_set, ctx, config, mean, std
+            data[0], data[1], ctx, config, *stats
         )
         self.train_loader = Capped(train, config.max_steps_per_epoch)
         self.test_loader = Capped(test, config.max_steps_per_epoch)
@@ -134,13 +144,23 @@ class _TeacherTask(ModelTask):
         )
 
 
-def train_teacher(config: TeacherConfig) -> dict[str, Any]:
+def train_teacher(
+    config: TeacherConfig,
+    train_data: ImageSet | Dataset | None = None,
+    test_data: ImageSet | Dataset | None = None,
+) -> dict[str, Any]:
     """Train the teacher of ``config``; returns ``result.json``'s contents: ``arch``,
     ``num_classes``, ``image_size``, ``test_top1`` (%), ``epochs``, ``train_s`` (seconds
-    of training over all sessions of the run) and ``path`` (of ``teacher.pt``)."""
+    of training over all sessions of the run) and ``path`` (of ``teacher.pt``).
+
+    Data come from ``config`` unless ``train_data`` and ``test_data`` are given: two
+    :class:`~nos_ops.data.ImageSet` or two map-style datasets of (image tensor, label), as
+    :func:`nos_ops.train.train` takes them (pass them again to resume)."""
+    if (train_data is None) != (test_data is None):
+        raise ValueError("pass both train_data and test_data, or neither (config data)")
     config = config.resolved()
     ctx = setup_distributed(config.device)
-    task = _TeacherTask(config, ctx)
+    task = _TeacherTask(config, ctx, (train_data, test_data))
     if ctx.is_main:
         where = "quick run on the digits" if config.quick else "paper recipe"
         echo(

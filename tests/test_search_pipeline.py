@@ -287,3 +287,27 @@ def test_search_on_a_map_style_dataset(tmp_path):
     assert genotype.normal.blocks and (tmp_path / "run" / "genotype.json").exists()
     with pytest.raises(ValueError, match="teacher='auto'.*your own dataset"):
         run_search(_config(tmp_path / "auto", teacher="auto", quick=False), dataset)
+
+
+def test_teacher_then_search_on_your_own_dataset(tmp_path):
+    """A teacher trained on a map-style dataset guides a search on the same data."""
+    from nos_ops.teacher import TeacherConfig, train_teacher
+
+    images, labels = torch.rand(24, 3, 8, 8), torch.arange(24) % 3
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    config = TeacherConfig(
+        epochs=1,
+        batch_size=8,
+        out=str(tmp_path / "teacher"),
+        progress=False,
+        quick=False,
+        device="cpu",
+    )
+    result = train_teacher(config, dataset, dataset)
+    assert result["num_classes"] == 3 and Path(result["path"]).exists()
+    with pytest.raises(ValueError, match="pass both train_data and test_data"):
+        train_teacher(config, dataset)
+    genotype = run_search(
+        _config(tmp_path / "run", epochs=1, teacher=result["path"], quick=False), dataset
+    )
+    assert genotype.normal.blocks
