@@ -100,3 +100,26 @@ def test_study_seeds_smoke(tmp_path: Path) -> None:
     assert base["op"] == "ResNet-18 baseline" and op["op"] == "spatial_attention"
     assert {"seed_0", "seed_1", "top1_err_mean", "top1_err_std"} <= set(op)
     assert op["top1_err_mean"] == (op["seed_0"] + op["seed_1"]) / 2
+
+
+def test_gpu_suite_smoke(tmp_path: Path) -> None:
+    report = _report("gpu_suite", tmp_path, "--device", "cpu", "--threads", "1")
+    assert {"all_correct", "projected_search_h", "compile_backend"} <= set(report["meta"])
+    sections = {}
+    for row in report["rows"]:
+        sections.setdefault(row["section"], []).append(row)
+    checks = {r["name"]: r for r in sections["correctness"]}
+    assert {"dynamic_conv_3x3", "spatial_attention", "export dynamic batch"} <= set(checks)
+    for row in checks.values():
+        assert "ok" in row and "fwd_err" in row
+    assert {"bwd_err", "fp16_finite", "bf16_finite", "channels_last_err"} <= set(
+        checks["dynamic_conv_3x3"]
+    )
+    search = {r["config"]: r for r in sections["search_step"]}
+    assert set(search) == {"darts", "nos", "darts pc4"}
+    for row in search.values():
+        assert row["weight_s"] > 0 and row["arch_second_s"] > 0 and row["projected_search_h"] > 0
+    names = {r["name"] for r in sections["train_throughput"]}
+    assert {"DARTS_V2 eager fp32", "NOS compile amp"} <= names
+    for row in sections["train_throughput"]:
+        assert row["ok"] and row["images_per_s"] > 0
