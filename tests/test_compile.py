@@ -117,14 +117,6 @@ def test_supernet_forward_compiles_once() -> None:
         assert _frames(net, [torch.randn(b, 3, 8, 8) for b in BATCHES]) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Exception,
-    reason="dynamo (torch 2.13, dynamic=True) fails on the torch.utils.checkpoint of "
-    "nos_ops.ops.dynamic.generate_kernels(recompute=True), which the supernet's mixed edges "
-    "use while autograd records: 'lift_tracked_freevar_to_input should not be called on "
-    "root SubgraphTracer'",
-)
 def test_supernet_training_forward_compiles() -> None:
     net = _tiny_supernet()
     assert _frames(net, [torch.randn(b, 3, 8, 8) for b in BATCHES]) == 1

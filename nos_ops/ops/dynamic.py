@@ -477,11 +477,13 @@ def generate_kernels(
     CPU. With ``recompute`` (while autograd records) the maps in between (softmax weights
     and contexts, B x (k*k + C/r) x HW per op: more than x itself for small C) are
     recomputed in backward instead of being kept (``torch.utils.checkpoint``): less memory
-    for about a quarter more time. Returns one B x C x k x k tensor per op.
+    for about a quarter more time (not while ``torch.compile`` traces: dynamo cannot take
+    the checkpoint there). Returns one B x C x k x k tensor per op.
     """
     weights = [w for op in ops for w in (op.bottleneck.weight, op.transform.weight)]
     weights += [op.decode.weight for op in ops]
     shapes = tuple((op.channels, op.kernel_size) for op in ops)
+    recompute = recompute and not torch.compiler.is_compiling()  # dynamo fails on it
     if recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
         return list(checkpoint(_generate, shapes, x, *weights, use_reentrant=False))
     return list(_generate(shapes, x, *weights))
