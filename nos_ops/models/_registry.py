@@ -80,10 +80,11 @@ class _TimmInterface:
     pretrained_cfg: dict[str, Any]
     default_cfg: dict[str, Any]
 
-    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def _finish_init(self, num_classes: int, cfg: dict[str, Any]) -> None:
+    def _finish_init(self, num_classes: int, cfg: dict[str, Any], in_chans: int) -> None:
+        size = cfg["input_size"][1:]
+        cfg = dict(cfg, input_size=(in_chans, *size))
+        if in_chans != 3:
+            cfg.update(mean=(0.5,) * in_chans, std=(0.5,) * in_chans)
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = self.classifier.in_features
         self.pretrained_cfg = dict(cfg, num_classes=num_classes)
@@ -91,7 +92,7 @@ class _TimmInterface:
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last cell's output, B x num_features x H/4 x W/4 (CIFAR) or H/32 x W/32."""
-        s0, s1 = self._stems(x)
+        s0, s1 = self.stems(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
         return s1
@@ -167,14 +168,7 @@ class NOSNetCIFAR(_TimmInterface, NetworkCIFAR):
             drop_path_prob=drop_path_rate,
         )
         self.stem[0] = _replace_stem_conv(self.stem[0], in_chans)
-        cfg = dict(_CIFAR_CFG, input_size=(in_chans, 32, 32))
-        if in_chans != 3:
-            cfg.update(mean=(0.5,) * in_chans, std=(0.5,) * in_chans)
-        self._finish_init(num_classes, cfg)
-
-    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.stem(x)
-        return s, s
+        self._finish_init(num_classes, _CIFAR_CFG, in_chans)
 
 
 class NOSNetImageNet(_TimmInterface, NetworkImageNet):
@@ -200,14 +194,7 @@ class NOSNetImageNet(_TimmInterface, NetworkImageNet):
             drop_path_prob=drop_path_rate,
         )
         self.stem0[0] = _replace_stem_conv(self.stem0[0], in_chans)
-        cfg = dict(_IMAGENET_CFG, input_size=(in_chans, 224, 224))
-        if in_chans != 3:
-            cfg.update(mean=(0.5,) * in_chans, std=(0.5,) * in_chans)
-        self._finish_init(num_classes, cfg)
-
-    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s0 = self.stem0(x)
-        return s0, self.stem1(s0)
+        self._finish_init(num_classes, _IMAGENET_CFG, in_chans)
 
 
 # timm's pretrained_cfg fields (timm.models.PretrainedCfg), without weights: url/hf_hub_id empty

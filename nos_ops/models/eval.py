@@ -163,10 +163,14 @@ class NetworkCIFAR(_Network):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(out, num_classes)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two inputs of the first cell (both the stem's output), from checked ``x``."""
         self._check_input(x, self.stem[0])
         s = self.stem(x)
-        out, aux_logits = self._run_cells(s, s)
+        return s, s
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, aux_logits = self._run_cells(*self.stems(x))
         return self.classifier(self.global_pooling(out).flatten(1)), aux_logits
 
 
@@ -206,9 +210,13 @@ class NetworkImageNet(_Network):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(out, num_classes)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two inputs of the first cell (stem 0's and stem 1's outputs), from checked
+        ``x``."""
         self._check_input(x, self.stem0[0])
         s0 = self.stem0(x)
-        s1 = self.stem1(s0)
-        out, aux_logits = self._run_cells(s0, s1)
+        return s0, self.stem1(s0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, aux_logits = self._run_cells(*self.stems(x))
         return self.classifier(self.global_pooling(out).flatten(1)), aux_logits
