@@ -37,7 +37,7 @@ from .engine import (
     write_json,
 )
 from .engine.amp import check_amp
-from .engine.data import classifier_loaders, load_data
+from .engine.data import check_data_pair, classifier_loaders, load_data
 from .engine.distributed import wrap_ddp_model
 from .models.teachers import create_teacher
 from .search.distill import save_teacher
@@ -156,8 +156,7 @@ def train_teacher(
     Data come from ``config`` unless ``train_data`` and ``test_data`` are given: two
     :class:`~nos_ops.data.ImageSet` or two map-style datasets of (image tensor, label), as
     :func:`nos_ops.train.train` takes them (pass them again to resume)."""
-    if (train_data is None) != (test_data is None):
-        raise ValueError("pass both train_data and test_data, or neither (config data)")
+    check_data_pair(train_data, test_data)
     config = config.resolved()
     ctx = setup_distributed(config.device)
     task = _TeacherTask(config, ctx, (train_data, test_data))

@@ -39,7 +39,7 @@ from .engine import (
     write_json,
 )
 from .engine.amp import check_amp
-from .engine.data import classifier_loaders, load_data
+from .engine.data import check_data_pair, classifier_loaders, load_data
 from .engine.distributed import wrap_ddp_model
 from .engine.progress import draw_curves
 from .genotype import Genotype, get_genotype
@@ -278,8 +278,7 @@ def train(
     turns NaN or infinite (the last good checkpoint is kept).
     """
     began, config = time.perf_counter(), config.resolved()
-    if (train_data is None) != (test_data is None):
-        raise ValueError("pass both train_data and test_data, or neither (config data)")
+    check_data_pair(train_data, test_data)
     ctx = setup_distributed(config.device)
     task = _TrainTask(config, (train_data, test_data), ctx)
     if ctx.is_main:

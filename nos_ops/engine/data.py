@@ -39,6 +39,7 @@ __all__ = [
     "DatasetLoader",
     "load_data",
     "classifier_loaders",
+    "check_data_pair",
     "is_image_folder",
     "load_image_folder_sets",
 ]
@@ -165,6 +166,12 @@ def load_data(
     if train_set.num_classes == 100:
         return train_set, test_set, CIFAR100_MEAN, CIFAR100_STD
     return train_set, test_set, CIFAR10_MEAN, CIFAR10_STD
+
+
+def check_data_pair(train_data: Any, test_data: Any) -> None:
+    """A pipeline takes its data from the config, or both sets from the caller."""
+    if (train_data is None) != (test_data is None):
+        raise ValueError("pass both train_data and test_data, or neither (config data)")
 
 
 def classifier_loaders(
