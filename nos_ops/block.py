@@ -66,6 +66,11 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole samples with probability ``drop_prob`` in [0, 1) and rescale the rest
     (FractalNet)."""
     _check_drop_prob(drop_prob)
+    return _drop_path(x, drop_prob)
+
+
+def _drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """:func:`drop_path` for a ``drop_prob`` checked already."""
     if drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
@@ -190,7 +195,7 @@ class HeterogeneousResidualBlock(nn.Module):
         ):
             part = hetero_output(op, family, states[source])
             if self.training and droppable:
-                part.features = drop_path(part.features, drop_prob)
+                part.features = _drop_path(part.features, drop_prob)
             out = out + part
         node = calibrate(out)
         return node if self.tier2 is None else self.tier2(node)
