@@ -31,9 +31,9 @@ from nos_ops.study import StudyConfig, run_study  # noqa: E402
 def aggregate(results: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[dict[str, Any]]:
     """One row per op: mean and standard deviation of the top-1 error over ``seeds``."""
     rows = []
+    base = [result["rows"][0]["top1_err"] for result in results]
     for index, first in enumerate(results[0]["rows"]):
         errors = [result["rows"][index]["top1_err"] for result in results]
-        base = [result["rows"][0]["top1_err"] for result in results]
         row = {
             "op": first["op"] or "ResNet-18 baseline",
             "top1_err_mean": statistics.fmean(errors),
