@@ -76,6 +76,8 @@ _COMMON = [
     ("--batch-size", "batch_size", int, "global batch"),
     ("--lr", "lr", float, "initial learning rate"),
     ("--image-size", "image_size", int, "digits resolution (CIFAR is 32)"),
+    ("--mean", "mean", [float], "normalisation mean per channel (default: from the data)"),
+    ("--std", "std", [float], "normalisation std per channel (given with --mean)"),
     ("--seed", "seed", int, "random seed"),
     ("--device", "device", ("auto", "cpu", "cuda"), "device"),
     ("--out", "out", str, "run folder"),
@@ -154,7 +156,9 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         shown = "no default" if shown == "default None" else shown
         if name in cls.preset and defaults.get(name) != cls.preset[name]:
             shown += f"; quick: {cls.preset[name]!r}"
-        options = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
+        options: dict[str, Any] = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
+        if isinstance(kind, list):  # several values of one type
+            options = {"type": kind[0], "nargs": "+", "metavar": name.upper()}
         parser.add_argument(flag, dest=name, help=f"{text} ({shown})", **options)
     quick = parser.add_mutually_exclusive_group()
     quick.add_argument(

@@ -82,6 +82,10 @@ class RunConfig:
     ``out`` is the run folder, which ``resume`` continues and ``overwrite`` empties first;
     ``quick`` (None: quick exactly when ``data_dir`` is None) applies :attr:`preset`;
     ``progress`` shows progress bars (the per-epoch lines print either way);
+    ``mean`` and ``std`` (one number per image channel, given together) replace the
+    normalisation statistics otherwise computed from the training images (CIFAR: its
+    published constants); they apply to CIFAR, image folders, the digits and ImageSets, not
+    to a ``Dataset`` the caller normalises itself;
     ``tensorboard`` also writes each epoch's numbers (and the search's architecture weights
     as a picture) as TensorBoard events into ``out/tensorboard`` (needs the ``tensorboard``
     extra; off by default).
@@ -97,6 +101,8 @@ class RunConfig:
     quick: bool | None = None
     progress: bool = True
     tensorboard: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
     def check_fields(self) -> None:
         """Raise ``ValueError`` naming the field for a value of the wrong type (from the
@@ -107,10 +113,33 @@ class RunConfig:
             if not _matches(value, annotation):
                 raise ValueError(f"{f.name}={value!r} is not valid; expected {annotation}")
         self.require_choice("device", ("auto", "cpu", "cuda"))
+        self._check_stats()
         if self.tensorboard:
             from .tensorboard import require_tensorboard
 
             require_tensorboard()  # ImportError naming the extra, before any run starts
+
+    def _check_stats(self) -> None:
+        """``mean`` and ``std``: both or neither, as long as each other, finite, std > 0."""
+        mean, std = self.mean, self.std
+        if (mean is None) != (std is None):
+            raise ValueError(
+                f"mean={mean!r} and std={std!r} are not valid; give both (one number per "
+                "channel) or neither (statistics from the data)"
+            )
+        if mean is None or std is None:
+            return
+        if not mean or len(mean) != len(std):
+            raise ValueError(
+                f"mean={mean!r} and std={std!r} are not valid; expected one number per "
+                "channel in each, as many means as stds"
+            )
+        if not all(math.isfinite(m) for m in mean) or not all(
+            math.isfinite(s) and s > 0 for s in std
+        ):
+            raise ValueError(
+                f"mean={mean!r}, std={std!r} are not valid; expected finite means and stds > 0"
+            )
 
     def require_int(self, *names: str, minimum: int = 1, optional: bool = False) -> None:
         """Raise ``ValueError`` naming the field unless each is an int >= ``minimum`` (or

@@ -39,6 +39,7 @@ __all__ = [
     "DatasetLoader",
     "load_data",
     "classifier_loaders",
+    "given_stats",
     "check_data_pair",
     "is_image_folder",
     "load_image_folder_sets",
@@ -174,6 +175,20 @@ def check_data_pair(train_data: Any, test_data: Any) -> None:
         raise ValueError("pass both train_data and test_data, or neither (config data)")
 
 
+def given_stats(config: Any, images: ImageSet, mean: Any, std: Any) -> tuple[Any, Any]:
+    """``config.mean``/``config.std`` when given (checked against the channels of
+    ``images``), else ``mean``/``std`` (None: the statistics of ``images``)."""
+    if getattr(config, "mean", None) is None:
+        return (mean, std) if mean is not None else channel_stats(images)
+    channels = images.images.shape[1]
+    if len(config.mean) != channels:
+        raise ValueError(
+            f"mean={config.mean!r} is not valid for {images.name!r}: its images have "
+            f"{channels} channel(s), so give {channels} numbers to mean and std"
+        )
+    return tuple(config.mean), tuple(config.std)
+
+
 def classifier_loaders(
     train_data: ImageSet | Dataset,
     test_data: ImageSet | Dataset,
@@ -186,7 +201,8 @@ def classifier_loaders(
 
     From ``config``: ``batch_size`` (the global batch, split over ranks), ``seed`` and, when
     it has them, ``cutout``, ``workers``, ``num_classes`` and ``image_size`` (for
-    ``Dataset`` inputs). ``mean``/``std`` default to the training images' statistics.
+    ``Dataset`` inputs). ``config.mean``/``config.std`` when given, else ``mean``/``std``,
+    else the training images' statistics (:func:`given_stats`).
     """
     batch_size, seed = config.batch_size, config.seed
     cutout, workers = getattr(config, "cutout", 0), getattr(config, "workers", 0)
@@ -199,8 +215,7 @@ def classifier_loaders(
     if isinstance(train_data, ImageSet):
         if not isinstance(test_data, ImageSet):
             raise TypeError("train_data is an ImageSet, so test_data must be one too")
-        if mean is None:
-            mean, std = channel_stats(train_data)
+        mean, std = given_stats(config, train_data, mean, std)
         size = train_data.images.shape[-1]
         common = {
             "device": ctx.device,

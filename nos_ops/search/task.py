@@ -35,7 +35,7 @@ from ..data import (
 from ..datasets import from_dataset
 from ..engine import DistributedContext, autocast, check_finite, grad_scaler, seed_everything
 from ..engine.amp import amp_dtype
-from ..engine.data import is_image_folder, load_image_folder_sets
+from ..engine.data import given_stats, is_image_folder, load_image_folder_sets
 from ..engine.progress import progress
 from ..genotype import Genotype
 from ..models.search import SearchNetwork
@@ -162,6 +162,7 @@ class SearchTask:
             )
         batch = config.batch_size // ctx.world_size
         weight_set, arch_set, acc_set, mean, std = _datasets(config, self.dataset)
+        mean, std = given_stats(config, weight_set, mean, std)
         size = weight_set.images.shape[-1]
         augment = Augment(mean, std, crop_padding=max(size // 8, 1), flip=True)
         shard = {"device": ctx.device, "rank": ctx.rank, "world_size": ctx.world_size}
