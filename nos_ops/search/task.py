@@ -27,7 +27,6 @@ from ..data import (
     Augment,
     ImageSet,
     TensorLoader,
-    channel_stats,
     load_cifar,
     load_digits,
     split_for_search,
@@ -52,20 +51,21 @@ __all__ = ["SearchTask", "node_name", "op_margins", "check_ranks_agree"]
 def _datasets(config: SearchConfig, dataset: Any = None) -> tuple:
     """(weight half, architecture half, accuracy set, mean, std); ``dataset`` (an
     :class:`~nos_ops.data.ImageSet` or a map-style dataset of (image, label)) replaces the
-    folder of ``config``: split in halves, statistics of the weight half."""
+    folder of ``config``. The statistics are CIFAR's constants, or None: then
+    :func:`~nos_ops.engine.data.given_stats` takes ``config``'s or the weight half's."""
     if dataset is not None:
         if not isinstance(dataset, ImageSet):
             dataset = from_dataset(dataset, config.image_size)
         weights, arch = split_for_search(dataset, 0.5, config.seed)
-        return (weights, arch, arch, *channel_stats(weights))
+        return (weights, arch, arch, None, None)
     if config.data_dir is None:
         train, val, _ = load_digits(config.image_size or 32)
         weights, arch = split_for_search(train, 0.5, config.seed)
-        return (weights, arch, val, *channel_stats(weights))
+        return (weights, arch, val, None, None)
     if is_image_folder(config.data_dir):
         train, _ = load_image_folder_sets(config.data_dir, config.image_size, test=False)
         weights, arch = split_for_search(train, 0.5, config.seed)
-        return (weights, arch, arch, *channel_stats(weights))
+        return (weights, arch, arch, None, None)
     train = load_cifar(Path(config.data_dir).expanduser(), train=True)
     weights, arch = split_for_search(train, 0.5, config.seed)
     stats = (
