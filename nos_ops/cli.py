@@ -1,4 +1,4 @@
-"""The ``nos-ops`` command: ``teacher``, ``search``, ``train``, ``study`` and ``export``.
+"""The ``nos-ops`` command: ``teacher``, ``search``, ``train``, ``study``, ``protocol``, ``export``.
 
 Each subcommand builds its pipeline's config from the flags given (flags left out keep the
 config's default, or its quick preset: every command is quick on the bundled digits when
@@ -56,6 +56,13 @@ _DESCRIPTIONS = {
         "ResNet-18 with each self-calibration op (Sec. 4.1, Table 1).",
         "nos-ops study --op dynamic_conv_3x3 --op channel_attention   # quick, digits",
     ),
+    "protocol": (
+        "The paper's ablations as protocols: variants x seeds, each searched, derived and "
+        "trained (Sec. 4.4: Table 4, Fig. 7, Space Generality).",
+        "nos-ops protocol --protocol table4 --jobs 2        # quick, digits, seeds 0 1 2\n"
+        "nos-ops protocol --protocol fig7 --seeds 0 --search epochs=4\n"
+        "nos-ops protocol --resume --out runs/protocol      # continue a half-finished grid",
+    ),
     "export": (
         "Export a trained network (Sec. 4.3) with torch.export (.pt2) or to ONNX.",
         "nos-ops export --network runs/train/network.pt --format onnx --out net.onnx",
@@ -101,6 +108,13 @@ _FLAGS: dict[str, list[tuple[str, str, Any, str]]] = {
         ("--warmup-epochs", "warmup_epochs", int, "epochs of weight steps only"),
         ("--at-weight", "at_weight", float, "lambda of Eqs. 12-13"),
         (
+            "--at-steps",
+            "at_steps",
+            ("both", "weights"),
+            "where attention transfer applies: both steps (AGS) or the weight step only "
+            "(distillation only)",
+        ),
+        (
             "--teacher-dir",
             "teacher_dir",
             str,
@@ -127,6 +141,34 @@ _FLAGS: dict[str, list[tuple[str, str, Any, str]]] = {
 }
 
 
+_FLAGS["protocol"] = [
+    ("--protocol", "protocol", ("table4", "fig7", "generality"), "the paper's study"),
+    ("--variants", "variants", [str], "run only these variants of the protocol (their keys)"),
+    ("--seeds", "seeds", [int], "seeds: one search and training per variant and seed"),
+    _COMMON[0],
+    ("--image-size", "image_size", int, "digits / image-folder resolution (CIFAR is 32)"),
+    *_COMMON[5:7],
+    ("--teacher", "teacher", str, "teacher.pt (default 'auto': the quick digits teacher)"),
+    ("--search", "search", dict, "a search setting of every cell, e.g. epochs=4 (repeatable)"),
+    ("--train", "train", dict, "a training setting of every cell, e.g. epochs=20 (repeatable)"),
+    ("--jobs", "jobs", int, "grid cells at once, each in its own process"),
+    ("--seed", "seed", int, "seed of the teacher"),
+    *_COMMON[-2:],
+]
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` -> (field, value): VALUE read as JSON (numbers, true, null, lists),
+    else kept as a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE (e.g. epochs=4)")
+    try:
+        return name.replace("-", "_"), json.loads(value)
+    except ValueError:
+        return name.replace("-", "_"), value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``nos-ops search: error: ... (see --help)``, exit 2."""
 
@@ -141,6 +183,8 @@ def _config_class(command: str) -> type:
         from .search import SearchConfig as cls
     elif command == "train":
         from .train import TrainConfig as cls
+    elif command == "protocol":
+        from .protocols import ProtocolConfig as cls
     else:
         from .study import StudyConfig as cls
     return cls
@@ -149,7 +193,9 @@ def _config_class(command: str) -> type:
 def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
     cls = _config_class(command)
     defaults = {
-        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+        f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
     for flag, name, kind, text in _FLAGS[command]:
         shown = f"default {defaults.get(name)!r}" if name in defaults else "default: all"
@@ -159,6 +205,8 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         options: dict[str, Any] = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
         if isinstance(kind, list):  # several values of one type
             options = {"type": kind[0], "nargs": "+", "metavar": name.upper()}
+        if kind is dict:  # FIELD=VALUE, repeatable
+            options = {"type": _setting, "action": "append", "metavar": "FIELD=VALUE"}
         parser.add_argument(flag, dest=name, help=f"{text} ({shown})", **options)
     quick = parser.add_mutually_exclusive_group()
     quick.add_argument(
@@ -208,6 +256,7 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
 def _add_extras(parsers: dict[str, argparse.ArgumentParser]) -> None:
     """The flags that are not config fields of the same name."""
     _search_extras(parsers["search"])
+    _protocol_extras(parsers["protocol"])
     _train_extras(parsers["train"], parsers["study"])
     _export_flags(parsers["export"])
 
@@ -237,6 +286,17 @@ def _search_extras(search: argparse.ArgumentParser) -> None:
         help="no attention transfer: the paper's w/o-AGS ablation",
     )
     search.add_argument("--no-plots", dest="plots", action="store_const", const=False)
+
+
+def _protocol_extras(protocol: argparse.ArgumentParser) -> None:
+    protocol.add_argument(
+        "--no-teacher",
+        dest="teacher",
+        action="store_const",
+        const="",
+        help="no teacher (only for protocols whose variants use none)",
+    )
+    protocol.add_argument("--no-plots", dest="plots", action="store_const", const=False)
 
 
 def _train_extras(train: argparse.ArgumentParser, study: argparse.ArgumentParser) -> None:
@@ -286,7 +346,7 @@ def _export_flags(export: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nos-ops`` argument parser with its five subcommands."""
+    """The ``nos-ops`` argument parser with its six subcommands."""
     return _build()[0]
 
 
@@ -294,7 +354,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     parser = _Parser(
         prog="nos-ops",
         description="Neural Operator Search (Li, Gong, Zhu, "
-        "2023): teacher, search, train, study and export pipelines.",
+        "2023): teacher, search, train, study, protocol and export pipelines.",
     )
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
@@ -322,6 +382,7 @@ def make_config(args: argparse.Namespace) -> Any:
         raise ValueError(f"threads={args.threads} is not valid; expected an int >= 1")
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    given.update({k: dict(given[k]) for k in ("search", "train") if isinstance(given.get(k), list)})
     if given.get("teacher") == "":
         given["teacher"] = None
     given.pop("resume", None)
@@ -465,6 +526,20 @@ def _study(config: Any) -> None:
     echo(f"results: {Path(config.out) / 'results.json'}")
 
 
+def _protocol(config: Any) -> None:
+    from .protocols import run_protocol
+
+    result = run_protocol(config)
+    echo("variant: test top-1 mean ± std over seeds (self-calibration ops)")
+    for row in result["variants"]:
+        echo(
+            f"  {row['label']}: {row['top1_mean']:.2f} ± {row['top1_std']:.2f}% "
+            f"({100 * row['calibration_share_mean']:.0f}% of the ops), {row['runs']} run(s)"
+        )
+    out = Path(config.out)
+    echo(f"report: {out / 'report.md'}; pictures: {out / 'summary.png'}")
+
+
 def _export(args: argparse.Namespace) -> None:
     from .export import export_onnx, export_program
     from .genotype import get_genotype
@@ -513,12 +588,20 @@ def _export(args: argparse.Namespace) -> None:
     )
 
 
-_RUNS: dict[str, Callable[..., None]] = {"teacher": _teacher, "search": _search, "study": _study}
+_RUNS: dict[str, Callable[..., None]] = {
+    "teacher": _teacher,
+    "search": _search,
+    "study": _study,
+    "protocol": _protocol,
+}
 
 
 def _threads(args: argparse.Namespace, config: Any) -> None:
     threads = args.threads
-    if threads is None and args.command in ("search", "teacher") and config.resolved().quick:
+    quick = config.resolved().quick
+    if threads is None and args.command in ("search", "teacher") and quick:
+        threads = 1
+    if threads is None and args.command == "protocol" and quick and config.jobs == 1:
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)

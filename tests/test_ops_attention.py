@@ -111,6 +111,23 @@ def test_custom_layers_dtype_and_reduction_floor():
     assert ChannelAttention(128, reduction=16).fc1.out_channels == 8
 
 
+def test_channel_attention_rd_ratio_sets_the_hidden_width() -> None:
+    """timm's naming: hidden = round(C * rd_ratio), no floor of 4; rd_ratio=1 is the
+    no-bottleneck reading of Table 1 (+0.173 M params after ResNet-18 stages 1-3)."""
+    assert ChannelAttention(64, rd_ratio=1.0).fc1.out_channels == 64
+    assert ChannelAttention(64, rd_ratio=1 / 16).fc1.out_channels == 4
+    assert ChannelAttention(8, rd_ratio=1 / 16).fc1.out_channels == 1
+    assert "hidden=64" in repr(ChannelAttention(64, rd_ratio=1.0))
+    params = sum(
+        sum(p.numel() for p in ChannelAttention(c, rd_ratio=1.0).parameters())
+        for c in (64, 128, 256)
+    )
+    assert params == 172_928
+    for bad in (0, -0.5, 17, True):
+        with pytest.raises(ValueError, match=rf"rd_ratio={bad!r} is not valid"):
+            ChannelAttention(8, rd_ratio=bad)
+
+
 # --------------------------------------------------------------------------- batch independence
 
 

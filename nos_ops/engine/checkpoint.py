@@ -1,11 +1,11 @@
 """One checkpoint schema for every pipeline, written atomically, read with clear errors.
 
 A checkpoint is a ``torch.save`` dict with a header: ``format`` (``"nos_ops.checkpoint"``),
-``format_version``, ``kind`` (``"search"``, ``"train"``, ``"teacher"``, ``"study"`` or
-``"network"``), ``epoch`` (epochs done) and ``config`` (the run's config as a dict), then the
-kind's own entries. Writes go to a temporary file in the same folder, are fsynced and renamed
-over the target, and the temporary file is removed on every path (also on errors), so a crash
-never leaves a truncated checkpoint behind.
+``format_version``, ``kind`` (``"search"``, ``"train"``, ``"teacher"``, ``"study"``,
+``"protocol"`` or ``"network"``), ``epoch`` (epochs done) and ``config`` (the run's config as
+a dict), then the kind's own entries. Writes go to a temporary file in the same folder, are
+fsynced and renamed over the target, and the temporary file is removed on every path (also on
+errors), so a crash never leaves a truncated checkpoint behind.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = [
 
 FORMAT = "nos_ops.checkpoint"
 FORMAT_VERSION = 1
-KINDS = ("search", "train", "teacher", "study", "network")
+KINDS = ("search", "train", "teacher", "study", "protocol", "network")
 _TMP = ".tmp-"
 
 

@@ -32,6 +32,8 @@ RESUMABLE = frozenset(
         "progress",
         "plots",
         "workers",
+        "jobs",
+        "threads",
         "tensorboard",
     }
 )

@@ -79,7 +79,10 @@ class SpatialAttention(nn.Module):
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation gate: B x C x H x W -> A of B x C x 1 x 1.
 
-    Global average pool, 1x1 conv C -> C/r, act, 1x1 conv C/r -> C, gate.
+    Global average pool, 1x1 conv C -> C/r, act, 1x1 conv C/r -> C, gate. The hidden width
+    is ``max(4, C // reduction)``, or ``max(1, round(C * rd_ratio))`` when ``rd_ratio`` is
+    given (timm's naming; ``rd_ratio=1`` is the no-bottleneck reading closest to the
+    paper's Table 1 costs, see ``docs/table1.md``).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class ChannelAttention(nn.Module):
         gate_layer: type[nn.Module] = nn.Sigmoid,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        rd_ratio: float | None = None,
     ) -> None:
         super().__init__()
         check_positive("channels", channels)
@@ -98,6 +102,13 @@ class ChannelAttention(nn.Module):
         _check_layers(act_layer=act_layer, gate_layer=gate_layer)
         factory = {"device": device, "dtype": dtype}
         hidden = reduced_channels(channels, reduction, minimum=4)
+        if rd_ratio is not None:
+            if isinstance(rd_ratio, bool) or not 0 < rd_ratio <= 16:
+                raise ValueError(
+                    f"rd_ratio={rd_ratio!r} is not valid; expected a number in (0, 16] "
+                    "(hidden channels = round(channels * rd_ratio))"
+                )
+            hidden = max(1, round(channels * rd_ratio))
         self.channels = channels
         self.stride = stride
         self.fc1 = nn.Conv2d(channels, hidden, 1, **factory)
@@ -114,7 +125,7 @@ class ChannelAttention(nn.Module):
         return _subsample(x, self.stride) * (1 + self.attention(x))
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, stride={self.stride}"
+        return f"{self.channels}, hidden={self.fc1.out_channels}, stride={self.stride}"
 
 
 register_op("spatial_attention", Family.ATTENTION, lambda c, s, a: SpatialAttention(c, stride=s))

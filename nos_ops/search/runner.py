@@ -42,7 +42,18 @@ from ..genotype import Genotype
 from ..space import get_space
 from .task import SearchTask, check_ranks_agree, node_name, op_margins
 
-__all__ = ["QUICK", "SearchConfig", "NonFiniteLossError", "run_search", "op_margins", "node_name"]
+__all__ = [
+    "AT_STEPS",
+    "QUICK",
+    "SearchConfig",
+    "NonFiniteLossError",
+    "run_search",
+    "op_margins",
+    "node_name",
+]
+
+AT_STEPS = ("both", "weights")
+"""Where the attention-transfer term applies: both steps (AGS), or the weight step only."""
 
 QUICK: dict[str, Any] = {
     "channels": 8,
@@ -83,10 +94,13 @@ class SearchConfig(RunConfig):
     Teacher: ``"auto"`` trains or reuses the quick digits teacher in ``teacher_dir`` (None:
     the folder ``teacher`` beside ``out``; digits only), a path to a
     :func:`~nos_ops.search.distill.save_teacher` file, or None (no attention transfer, "w/o
-    AGS"); ``at_weight`` is lambda (1e3). ``amp`` is ``"none"``, ``"bf16"`` or ``"fp16"``
-    (CUDA). ``max_steps_per_epoch`` caps the steps per epoch; ``partial_channels`` > 1 is the
-    PC-DARTS search. ``out`` is the run folder (``resume`` continues it, ``overwrite``
-    empties it first); ``plots=False`` skips the pictures.
+    AGS"); ``at_weight`` is lambda (1e3); ``at_steps`` says where the attention-transfer
+    term applies: ``"both"`` (the weight step, Eq. 12, and the architecture step, Eq. 13:
+    the paper's AGS) or ``"weights"`` (Eq. 12 only: the paper's "distillation only").
+    ``amp`` is ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA). ``max_steps_per_epoch`` caps the
+    steps per epoch; ``partial_channels`` > 1 is the PC-DARTS search. ``out`` is the run
+    folder (``resume`` continues it, ``overwrite`` empties it first); ``plots=False`` skips
+    the pictures.
     """
 
     preset: ClassVar[dict[str, Any]] = QUICK
@@ -110,6 +124,7 @@ class SearchConfig(RunConfig):
     teacher: str | None = "auto"
     teacher_dir: str | None = None
     at_weight: float = 1e3
+    at_steps: str = "both"
     image_size: int | None = None
     max_steps_per_epoch: int | None = None
     amp: str = "none"
@@ -136,6 +151,7 @@ class SearchConfig(RunConfig):
         check_amp(self.amp)
         self.require_positive("lr", "arch_lr")
         self.require_positive("at_weight", zero=True)
+        self.require_choice("at_steps", AT_STEPS)
         if self.channels % self.partial_channels:
             raise ValueError(
                 f"partial_channels={self.partial_channels} is not valid; it must divide "
@@ -192,11 +208,11 @@ def run_search(config: SearchConfig, dataset: Any = None) -> Genotype:
         config, teacher = _resolve_teacher(config.resolved(), ctx, dataset is not None)
         task = SearchTask(config, ctx, dataset)
         if ctx.is_main:
-            guide = (
-                f"attention-guided (Eqs. 10, 12, 13) with teacher {config.teacher}"
-                if config.teacher
-                else "without a teacher (the paper's w/o AGS ablation)"
-            )
+            guide = "without a teacher (the paper's w/o AGS ablation)"
+            if config.teacher and config.at_steps == "both":
+                guide = f"attention-guided (Eqs. 10, 12, 13) with teacher {config.teacher}"
+            elif config.teacher:
+                guide = f"distillation only (Eqs. 10, 12; not 13) with teacher {config.teacher}"
             echo(
                 f"search: space {config.space}, {guide}; {task.sizes[0]}/{task.sizes[1]} "
                 f"images for weights/architecture, {task.steps} steps per epoch, "

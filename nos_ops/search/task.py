@@ -145,7 +145,7 @@ class SearchTask:
             config.arch_weight_decay,
             second_order=config.second_order,
             at_weight=config.at_weight,
-            teacher=self.teacher,
+            teacher=self.teacher if config.at_steps == "both" else None,
             amp_dtype=self.dtype,
         )
         self.scaler = grad_scaler(config.amp, ctx.device)
