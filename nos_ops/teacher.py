@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import ImageSet
-from .datasets import from_dataset
 from .engine import (
     Capped,
     DistributedContext,
@@ -37,7 +36,7 @@ from .engine import (
     write_json,
 )
 from .engine.amp import check_amp
-from .engine.data import check_data_pair, classifier_loaders, load_data
+from .engine.data import check_data_pair, classifier_data
 from .engine.distributed import wrap_ddp_model
 from .models.teachers import create_teacher
 from .search.distill import save_teacher
@@ -86,16 +85,8 @@ class _TeacherTask(ModelTask):
 
     def __init__(self, config: TeacherConfig, ctx: DistributedContext, data: tuple) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
-        stats: tuple = ()
-        if data[0] is None:
-            train_set, test_set, *stats = load_data(config.data_dir, config.image_size)
-            data = (train_set, test_set)
-        elif not isinstance(data[0], ImageSet):  # in memory; classes from the labels
-            data = tuple(
-                from_dataset(d, config.image_size, name=n) for d, n in zip(data, ("train", "test"))
-            )
-        train, test, self.num_classes, self.image_size = classifier_loaders(
-            data[0], data[1], ctx, config, *stats
+        train, test, self.num_classes, self.image_size = classifier_data(
+            config, ctx, data, in_memory=True
         )
         self.train_loader = Capped(train, config.max_steps_per_epoch)
         self.test_loader = Capped(test, config.max_steps_per_epoch)

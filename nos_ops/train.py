@@ -39,7 +39,7 @@ from .engine import (
     write_json,
 )
 from .engine.amp import check_amp
-from .engine.data import check_data_pair, classifier_loaders, load_data
+from .engine.data import check_data_pair, classifier_data
 from .engine.distributed import wrap_ddp_model
 from .engine.progress import draw_curves
 from .genotype import Genotype, get_genotype
@@ -187,13 +187,7 @@ class _TrainTask(ModelTask):
     def __init__(self, config: TrainConfig, data: tuple, ctx: DistributedContext) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
         self.genotype = get_genotype(config.genotype)
-        stats: tuple = (None, None)
-        if data[0] is None:
-            loaded = load_data(config.data_dir, config.image_size)
-            data, stats = loaded[:2], loaded[2:]
-        self.train_loader, self.test_loader, classes, size = classifier_loaders(
-            data[0], data[1], ctx, config, *stats
-        )
+        self.train_loader, self.test_loader, classes, size = classifier_data(config, ctx, data)
         self.arch = {
             "network": config.network,
             "channels": config.channels,

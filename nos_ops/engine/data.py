@@ -189,6 +189,30 @@ def given_stats(config: Any, images: ImageSet, mean: Any, std: Any) -> tuple[Any
     return tuple(config.mean), tuple(config.std)
 
 
+def classifier_data(
+    config: Any,
+    ctx: DistributedContext,
+    data: tuple[Any, Any] = (None, None),
+    in_memory: bool = False,
+) -> tuple[Any, Any, int, int]:
+    """(train loader, test loader, num_classes, image size) of a classifier run: the data of
+    ``config.data_dir`` (:func:`load_data`, with its statistics), or ``data``, a (train, test)
+    pair of :class:`~nos_ops.data.ImageSet` or map-style datasets; ``in_memory`` turns such
+    datasets into ImageSets first (at ``config.image_size``). See :func:`classifier_loaders`."""
+    from ..datasets import from_dataset
+
+    check_data_pair(*data)
+    stats: tuple = (None, None)
+    if data[0] is None:
+        train, test, *stats = load_data(config.data_dir, config.image_size)
+        data = (train, test)
+    elif in_memory and not isinstance(data[0], ImageSet):
+        data = tuple(
+            from_dataset(d, config.image_size, name=n) for d, n in zip(data, ("train", "test"))
+        )
+    return classifier_loaders(data[0], data[1], ctx, config, *stats)
+
+
 def classifier_loaders(
     train_data: ImageSet | Dataset,
     test_data: ImageSet | Dataset,
