@@ -151,7 +151,12 @@ _FLAGS["protocol"] = [
     ("--teacher", "teacher", str, "teacher.pt (default 'auto': the quick digits teacher)"),
     ("--search", "search", dict, "a search setting of every cell, e.g. epochs=4 (repeatable)"),
     ("--train", "train", dict, "a training setting of every cell, e.g. epochs=20 (repeatable)"),
-    ("--jobs", "jobs", int, "grid cells at once, each in its own process"),
+    (
+        "--jobs",
+        "jobs",
+        int,
+        "grid cells at once, each in its own process (default: one per CPU core, 1 on CUDA)",
+    ),
     ("--seed", "seed", int, "seed of the teacher"),
     *_COMMON[-2:],
 ]
@@ -601,7 +606,7 @@ def _threads(args: argparse.Namespace, config: Any) -> None:
     quick = config.resolved().quick
     if threads is None and args.command in ("search", "teacher") and quick:
         threads = 1
-    if threads is None and args.command == "protocol" and quick and config.jobs == 1:
+    if threads is None and args.command == "protocol" and quick and config.workers() == 1:
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)

@@ -59,6 +59,7 @@ def _config(tmp_path, teacher: str | None = "auto", **changes) -> ProtocolConfig
         "out": str(tmp_path / "protocol"),
         "progress": False,
         "plots": False,
+        "jobs": 1,
     }
     return ProtocolConfig(**{**fields, **changes})
 
@@ -118,6 +119,13 @@ def test_variant_maps_guidance_onto_the_search() -> None:
 def test_config_names_bad_settings(tmp_path, changes: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         _config(tmp_path, **changes)
+
+
+def test_jobs_default_to_one_per_core_on_a_cpu(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert _config(tmp_path, jobs=None, device="cpu").workers() == 2  # two grid cells
+    assert _config(tmp_path, jobs=None, device="cpu", seeds=list(range(9))).workers() == 16
+    assert _config(tmp_path, jobs=3, device="cpu").workers() == 3
 
 
 def test_auto_teacher_needs_the_digits(tmp_path) -> None:

@@ -89,7 +89,8 @@ class ProtocolConfig(RunConfig):
     :data:`TRAIN_QUICK` when quick; the paper's settings otherwise). ``teacher`` is
     ``"auto"`` (the quick digits teacher, trained once into ``out/teacher``) or a teacher
     file (CIFAR: ``nos-ops teacher``). ``jobs`` grid cells run at once, each in its own
-    process with ``threads`` torch threads (None: the CPU count over ``jobs``). ``seed`` is
+    process with ``threads`` torch threads (None: the CPU count over ``jobs``); ``jobs=None``
+    is one per CPU core on a CPU (at most one per grid cell) and 1 on CUDA. ``seed`` is
     the teacher's.
     """
 
@@ -103,7 +104,7 @@ class ProtocolConfig(RunConfig):
     teacher: str | None = "auto"
     search: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
-    jobs: int = 1
+    jobs: int | None = None
     threads: int | None = None
     out: str = "runs/protocol"
     plots: bool = True
@@ -111,7 +112,7 @@ class ProtocolConfig(RunConfig):
     def __post_init__(self) -> None:
         self.check_fields()
         self.require_digits_size()
-        self.require_int("jobs")
+        self.require_int("jobs", optional=True)
         self.require_int("threads", optional=True)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds={self.seeds!r} is not valid; expected distinct ints")
@@ -176,6 +177,14 @@ class ProtocolConfig(RunConfig):
             f"Teacher: {teacher}."
         )
 
+    def workers(self) -> int:
+        """Grid cells run at once: ``jobs``, or (None) one per CPU core, 1 on CUDA."""
+        if self.jobs is not None:
+            return self.jobs
+        cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        cells = len(self.resolved_variants()) * len(self.seeds)
+        return 1 if cuda else max(1, min(cells, os.cpu_count() or 1))
+
     def cell_dir(self, variant: Variant, seed: int) -> Path:
         return Path(self.out).expanduser() / "runs" / variant.key / f"seed_{seed}"
 
@@ -213,7 +222,7 @@ class ProtocolConfig(RunConfig):
             "data_dir": self.data_dir,
             "image_size": self.image_size,
             "device": self.device,
-            "progress": self.progress and self.jobs == 1,
+            "progress": self.progress and self.workers() == 1,
             "tensorboard": self.tensorboard,
             "mean": self.mean,
             "std": self.std,
@@ -298,14 +307,15 @@ def _cell_in_worker(
 def _run_cells(
     config: ProtocolConfig, cells: list[tuple[Variant, int]], teacher: str | None
 ) -> Iterator[dict]:
-    """The records of ``cells``, as they finish (in ``config.jobs`` processes)."""
-    if config.jobs == 1:
+    """The records of ``cells``, as they finish (in ``config.workers()`` processes)."""
+    jobs = config.workers()
+    if jobs == 1:
         for variant, seed in cells:
             yield run_cell(config, variant, seed, teacher)
         return
-    threads = config.threads or max(1, (os.cpu_count() or 1) // config.jobs)
+    threads = config.threads or max(1, (os.cpu_count() or 1) // jobs)
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(config.jobs, mp_context=spawn) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
         futures = [
             pool.submit(
                 _cell_in_worker, config.to_dict(), variant.to_dict(), seed, teacher, threads
@@ -392,7 +402,7 @@ def run_protocol(config: ProtocolConfig) -> dict[str, Any]:
         echo(
             f"protocol {config.protocol}: {len(variants)} variant(s) x {len(config.seeds)} "
             f"seed(s) ({where}); {len(pending)} of {len(grid)} grid cells to run, "
-            f"{config.jobs} at a time, into {run.path}"
+            f"{config.workers()} at a time, into {run.path}"
         )
         for record in _run_cells(config, pending, teacher):
             records.append(record)
