@@ -147,6 +147,7 @@ def plot_summary(
             ax.set_ylim(0.0, 100.0)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(wspace=0.3)
     return _save(fig, path)
 
 
