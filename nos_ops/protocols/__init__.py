@@ -5,15 +5,9 @@ compared; :func:`run_protocol` runs the grid (resumable, in parallel processes) 
 :func:`write_report` summarises it (mean +- std over seeds, single runs, pictures).
 """
 
+from .config import SEARCH_QUICK, TEACHER_QUICK, TRAIN_QUICK, ProtocolConfig
 from .report import markdown_report, plot_summary, summarise, write_report
-from .runner import (
-    SEARCH_QUICK,
-    TRAIN_QUICK,
-    ProtocolConfig,
-    calibration_ops,
-    run_cell,
-    run_protocol,
-)
+from .runner import calibration_ops, run_cell, run_protocol
 from .variants import GUIDANCE, PRESETS, Variant, get_preset
 
 __all__ = [
