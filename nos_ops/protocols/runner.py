@@ -151,7 +151,7 @@ def _teacher(config: ProtocolConfig, variants: list[Variant]) -> str | None:
     resume = (folder / "checkpoint.pt").is_file()
     teacher = TeacherConfig(
         **TEACHER_QUICK,
-        image_size=config.image_size,
+        image_size=config.image_size or 32,
         seed=config.seed,
         out=str(folder),
         resume=resume,
