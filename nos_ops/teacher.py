@@ -182,10 +182,12 @@ def quick_teacher(
     image_size: int = 16,
     progress: bool = True,
     device: str = "auto",
+    **changes: Any,
 ) -> dict[str, Any]:
     """The quick digits teacher at ``out``: reused when ``out/teacher.pt`` holds one at
-    ``image_size``, else trained (an interrupted run there is resumed). Returns the teacher's
-    result record with ``reused`` (bool) added."""
+    ``image_size``, else trained (an interrupted run there is resumed) with the quick preset
+    and ``changes`` (other :class:`TeacherConfig` fields, e.g. ``epochs``, ``seed``). Returns
+    the teacher's result record with ``reused`` (bool) added."""
     path = Path(out) / "teacher.pt"
     if path.is_file():
         state = load_checkpoint(path, "teacher")
@@ -205,7 +207,12 @@ def quick_teacher(
     began = time.perf_counter()
     resume = (Path(out) / "checkpoint.pt").is_file()
     config = TeacherConfig(
-        image_size=image_size, out=str(out), resume=resume, progress=progress, device=device
+        image_size=image_size,
+        out=str(out),
+        resume=resume,
+        progress=progress,
+        device=device,
+        **changes,
     )
     result = train_teacher(config)
     echo(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["RESUMABLE", "RunConfig", "config_differences"]
+__all__ = ["RESUMABLE", "RunConfig", "check_resumable", "config_differences"]
 
 RESUMABLE = frozenset(
     {
@@ -50,6 +50,18 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         for k in keys
         if k not in RESUMABLE and saved.get(k) != current.get(k)
     ]
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], path: os.PathLike) -> None:
+    """Raise ``ValueError`` naming the fields where ``current`` differs from the config
+    ``saved`` in checkpoint ``path`` (outside :data:`RESUMABLE`)."""
+    differ = config_differences(saved, current)
+    if differ:
+        raise ValueError(
+            f"resume: the config differs from {path}'s in {'; '.join(differ)}; resume with "
+            "the checkpoint's settings (nos-ops ... --resume --out needs no other flags) or "
+            "start a new run into another folder"
+        )
 
 
 def _matches(value: Any, annotation: str) -> bool:

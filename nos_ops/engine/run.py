@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint, remove_temp_files, save_checkpoint
-from .config import RunConfig, config_differences
+from .config import RunConfig, check_resumable
 from .distributed import DistributedContext, gather_objects
 from .progress import echo
 from .runlog import JsonlLogger
@@ -277,13 +277,7 @@ def _finite_record(record: dict[str, Any]) -> str | None:
 
 def _resume(task: Task, run: RunDir, ctx: DistributedContext) -> int:
     state = load_checkpoint(run.checkpoint, task.kind, map_location=ctx.device)
-    differ = config_differences(state["config"], task.config.to_dict())
-    if differ:
-        raise ValueError(
-            f"resume: the config differs from {run.checkpoint}'s in {'; '.join(differ)}; "
-            "resume with the checkpoint's settings (nos-ops ... --resume --out needs no "
-            "other flags) or start a new run into another folder"
-        )
+    check_resumable(state["config"], task.config.to_dict(), run.checkpoint)
     task.load_state_dict(state["state"])
     rng = state["rng"]
     restore_rng(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])

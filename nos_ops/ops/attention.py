@@ -101,13 +101,14 @@ class ChannelAttention(nn.Module):
         check_positive("stride", stride)
         _check_layers(act_layer=act_layer, gate_layer=gate_layer)
         factory = {"device": device, "dtype": dtype}
-        hidden = reduced_channels(channels, reduction, minimum=4)
-        if rd_ratio is not None:
-            if isinstance(rd_ratio, bool) or not 0 < rd_ratio <= 16:
-                raise ValueError(
-                    f"rd_ratio={rd_ratio!r} is not valid; expected a number in (0, 16] "
-                    "(hidden channels = round(channels * rd_ratio))"
-                )
+        if rd_ratio is None:
+            hidden = reduced_channels(channels, reduction, minimum=4)
+        elif isinstance(rd_ratio, bool) or not 0 < rd_ratio <= 16:
+            raise ValueError(
+                f"rd_ratio={rd_ratio!r} is not valid; expected a number in (0, 16] "
+                "(hidden channels = round(channels * rd_ratio))"
+            )
+        else:
             hidden = max(1, round(channels * rd_ratio))
         self.channels = channels
         self.stride = stride

@@ -8,7 +8,6 @@ it builds each grid cell's :class:`~nos_ops.search.SearchConfig` and
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,17 +99,14 @@ class ProtocolConfig(RunConfig):
                     "protocol (its variants, seeds, data and folders)"
                 )
         variants = self.resolved_variants()
-        if self.teacher == "auto" and self.data_dir is not None:
-            if any(v.uses_teacher for v in variants):
-                raise ValueError(
-                    "teacher='auto' trains the quick teacher on the bundled digits only; with "
-                    "data_dir pass teacher=PATH (nos-ops teacher --data-dir ...)"
-                )
-        if self.teacher is None and any(v.uses_teacher for v in variants):
+        guided = [v.key for v in variants if v.uses_teacher]
+        if guided and self.teacher == "auto" and self.data_dir is not None:
             raise ValueError(
-                "teacher=None is not valid: variants "
-                f"{[v.key for v in variants if v.uses_teacher]} use attention transfer"
+                "teacher='auto' trains the quick teacher on the bundled digits only; with "
+                "data_dir pass teacher=PATH (nos-ops teacher --data-dir ...)"
             )
+        if guided and self.teacher is None:
+            raise ValueError(f"teacher=None is not valid: variants {guided} use attention transfer")
         self.search_config(variants[0], self.seeds[0], None)  # field errors now, not later
         self.train_config(get_genotype("DARTS_V2"), self.seeds[0], Path(self.out))
 
@@ -137,9 +133,7 @@ class ProtocolConfig(RunConfig):
 
     def recipe(self) -> str:
         """The settings every grid cell shares, in words (for the report)."""
-        search = {**(SEARCH_QUICK if self.is_quick else {}), **self.search}
-        train = {**(TRAIN_QUICK if self.is_quick else {}), **self.train}
-        teacher = self.teacher
+        search, train, teacher = self._recipe("search"), self._recipe("train"), self.teacher
         if teacher == "auto":
             teacher = f"ResNet-18 on the digits ({TEACHER_QUICK['epochs']} epochs), trained once"
         base = "the quick protocol" if self.is_quick else "the paper's settings"
@@ -161,6 +155,12 @@ class ProtocolConfig(RunConfig):
         cells = len(self.resolved_variants()) * len(self.seeds)
         return 1 if cuda else max(1, min(cells, os.cpu_count() or 1))
 
+    def _recipe(self, stage: str) -> dict[str, Any]:
+        """The ``"search"`` or ``"train"`` fields of every cell: the quick ones (when quick)
+        under those the config gives."""
+        quick = {"search": SEARCH_QUICK, "train": TRAIN_QUICK}[stage] if self.is_quick else {}
+        return {**quick, **getattr(self, stage)}
+
     def cell_dir(self, variant: Variant, seed: int) -> Path:
         return Path(self.out).expanduser() / "runs" / variant.key / f"seed_{seed}"
 
@@ -169,9 +169,8 @@ class ProtocolConfig(RunConfig):
         from ..search import SearchConfig
 
         folder = self.cell_dir(variant, seed) / "search"
-        fields = {**(SEARCH_QUICK if self.is_quick else {}), **self.search}
         return SearchConfig(
-            **fields,
+            **self._recipe("search"),
             **variant.search_fields(),
             **self._run_fields(seed, folder),
             teacher=teacher if variant.uses_teacher else None,
@@ -183,9 +182,11 @@ class ProtocolConfig(RunConfig):
         """The :class:`~nos_ops.train.TrainConfig` (the fixed recipe) of a found cell."""
         from ..train import TrainConfig
 
-        fields = {**(TRAIN_QUICK if self.is_quick else {}), **self.train}
         return TrainConfig(
-            **fields, **self._run_fields(seed, folder), genotype=genotype, quick=self.is_quick
+            **self._recipe("train"),
+            **self._run_fields(seed, folder),
+            genotype=genotype,
+            quick=self.is_quick,
         ).as_resolved()
 
     def _run_fields(self, seed: int, folder: Path) -> dict[str, Any]:
@@ -203,6 +204,3 @@ class ProtocolConfig(RunConfig):
             "mean": self.mean,
             "std": self.std,
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

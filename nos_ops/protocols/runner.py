@@ -29,7 +29,7 @@ import torch
 
 from ..engine import RunDir, echo, load_checkpoint, read_jsonl, write_json
 from ..engine.checkpoint import save_checkpoint
-from ..engine.config import config_differences
+from ..engine.config import check_resumable
 from ..genotype import Genotype
 from ..ops.registry import Family, op_family
 from .config import TEACHER_QUICK, ProtocolConfig
@@ -60,11 +60,11 @@ def run_cell(config: ProtocolConfig, variant: Variant, seed: int, teacher: str |
     done = folder / "cell.json"
     if done.is_file():
         return load_json(done)
-    search = config.search_config(variant, seed, teacher)
     searched = folder / "search" / "result.json"
-    genotype = Genotype.load(searched.parent / "genotype.json") if searched.is_file() else None
-    if genotype is None:
-        genotype = run_search(search)
+    if searched.is_file():
+        genotype = Genotype.load(searched.parent / "genotype.json")
+    else:
+        genotype = run_search(config.search_config(variant, seed, teacher))
     found = load_json(searched)
     trained = folder / "train" / "result.json"
     final = (
@@ -98,16 +98,15 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def _cell_in_worker(
-    config: dict[str, Any], variant: dict[str, Any], seed: int, teacher: str | None, threads: int
+    config: ProtocolConfig, variant: Variant, seed: int, teacher: str | None, threads: int
 ) -> dict:
     """:func:`run_cell` in a pool process, its output into the cell's ``cell.log``."""
     torch.set_num_threads(threads)
-    protocol, chosen = ProtocolConfig.from_dict(config), Variant.from_dict(variant)
-    folder = protocol.cell_dir(chosen, seed)
+    folder = config.cell_dir(variant, seed)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "cell.log", "a") as log:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            return run_cell(protocol, chosen, seed, teacher)
+            return run_cell(config, variant, seed, teacher)
 
 
 def _run_cells(
@@ -123,9 +122,7 @@ def _run_cells(
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
         futures = [
-            pool.submit(
-                _cell_in_worker, config.to_dict(), variant.to_dict(), seed, teacher, threads
-            )
+            pool.submit(_cell_in_worker, config, variant, seed, teacher, threads)
             for variant, seed in cells
         ]
         try:
@@ -143,24 +140,14 @@ def _teacher(config: ProtocolConfig, variants: list[Variant]) -> str | None:
         return None
     if config.teacher != "auto":
         return config.teacher
-    from ..teacher import TeacherConfig, train_teacher
+    from ..teacher import quick_teacher
 
     folder = Path(config.out).expanduser() / "teacher"
-    if (folder / "teacher.pt").is_file():
-        return str(folder / "teacher.pt")
-    resume = (folder / "checkpoint.pt").is_file()
-    teacher = TeacherConfig(
-        **TEACHER_QUICK,
-        image_size=config.image_size or 32,
-        seed=config.seed,
-        out=str(folder),
-        resume=resume,
-        overwrite=not resume,
-        device=config.device,
-        progress=config.progress,
-        quick=True,
+    size = config.image_size or 32
+    info = quick_teacher(
+        folder, size, config.progress, config.device, seed=config.seed, **TEACHER_QUICK
     )
-    return train_teacher(teacher)["path"]
+    return info["path"]
 
 
 def _open(config: ProtocolConfig, run: RunDir) -> list[dict]:
@@ -170,12 +157,7 @@ def _open(config: ProtocolConfig, run: RunDir) -> list[dict]:
         _save(config, run, [])
         return []
     state = load_checkpoint(run.checkpoint, "protocol")
-    differ = config_differences(state["config"], config.to_dict())
-    if differ:
-        raise ValueError(
-            f"resume: the config differs from {run.checkpoint}'s in {'; '.join(differ)}; "
-            "resume with the checkpoint's settings or start a new protocol into another folder"
-        )
+    check_resumable(state["config"], config.to_dict(), run.checkpoint)
     return list(state["records"])
 
 
