@@ -7,14 +7,19 @@ at the paper's proxy size (C=16, 8 cells, batch 32, 32 x 32: the anchor) and a s
 No teacher (the DARTS objective), random data.
 
 Every (configuration, step) runs in a fresh subprocess, so its peak RSS
-(``resource.getrusage``) is that step's own. Time per step: median (p10, p90) of
+(``resource.getrusage``) is that step's own. Time per step: median and range of
 ``--repeats`` steps after ``--warmup``; wall clock and process CPU time (the CPU time is
-steadier when other work shares the machine). Ratios to DARTS are of medians from the
-same run. The DARTS reference code measured on these 2-core machines (torch 2.13 CPU,
-2 threads, fp32, C=16, 8 cells, batch 32) is printed beside the DARTS rows as the anchor.
+steadier when other work shares the machine).
+
+``--reference DIR`` (the DARTS reference code, ``../shared/anchors/darts-reference``) adds its
+own ``step.py`` as one more configuration at the anchor size, in a fresh process like the
+others, and ``--rounds N`` repeats the whole set N times, in alternating order: the
+machine's speed drifts by tens of percent within minutes, so every ratio (to DARTS, to the
+reference) is the median over the rounds of the ratio measured within one round.
 
     python benchmarks/search_step.py                      # both sizes, markdown
-    python benchmarks/search_step.py --sizes anchor --format json --out F
+    python benchmarks/search_step.py --sizes anchor --batch 32,64 --configs nos,darts \
+        --reference ../shared/anchors/darts-reference --rounds 3
     python benchmarks/search_step.py --device cuda --batch 64   # adds the 25-epoch projection
     python benchmarks/search_step.py --smoke
 """
@@ -63,13 +68,11 @@ CONFIGS = (
     ("nos pc4", "nos", 4),
 )
 STEPS = ("weight", "arch_first", "arch_second")
-# The DARTS reference code on these machines (torch 2.13 CPU, 2 threads, fp32, anchor size).
-ANCHORS = {
-    ("darts", "weight"): (4.1, 4.9),
-    ("darts", "arch_first"): (3.6, None),
-    ("darts", "arch_second"): (15.9, 6.5),
-    ("darts pc4", "weight"): (1.7, 1.8),
-}
+# The DARTS reference code's step.py: its mode per step. It runs C=16, 8 cells, 32 x 32 (the
+# anchor size) at 2 threads; only the batch is a parameter.
+REFERENCE = "darts reference"
+REFERENCE_MODES = {"weight": "weight", "arch_first": "arch1", "arch_second": "arch2"}
+REFERENCE_THREADS = 2
 EPOCHS, SEARCH_TRAIN = 25, 25000  # the paper's search: 25 epochs over a 25k-image split
 GB = 1e9
 
@@ -133,6 +136,7 @@ def run_step(config: dict[str, Any]) -> dict[str, Any]:
     result = {
         "wall_s": quantiles(wall),
         "cpu_s": quantiles(cpu),
+        "wall_range_s": [min(wall), max(wall)],
         "peak_rss_bytes": peak_rss,
         "rss_before_steps_bytes": baseline_rss,
         "threads": torch.get_num_threads(),
@@ -150,17 +154,39 @@ def measure(config: dict[str, Any], isolate: bool, idle_wait_s: float) -> dict[s
     if not isolate:
         result = run_step(config)
     else:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", json.dumps(config)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"child for {config} failed:\n{proc.stderr[-4000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result = _child([sys.executable, __file__, "--child", json.dumps(config)], config)
     result["load_average"] = load
     result["cpu_busy_before"] = busy
     return result
+
+
+def measure_reference(
+    directory: Path, step: str, batch: int, warmup: int, repeats: int, idle_wait_s: float
+) -> dict[str, Any]:
+    """The DARTS reference code's ``step.py`` for ``step`` at ``batch``, in a fresh process,
+    as a :func:`measure` result (its peak RSS is that process's, like ours)."""
+    busy = wait_idle(idle_wait_s) if idle_wait_s > 0 else None
+    load = load_average()
+    command = [sys.executable, str(directory / "step.py"), REFERENCE_MODES[step], str(batch)]
+    out = _child(command + [str(repeats), str(warmup)], {"reference": step, "batch": batch})
+    median = out["median_s"]
+    return {
+        "wall_s": {"median": median},
+        "cpu_s": {"median": out["median_cpu_s"]},
+        "wall_range_s": [out["min_s"], out["max_s"]],
+        "peak_rss_bytes": out["peak_rss_MB"] * 2**20,
+        "rss_before_steps_bytes": out["rss_after_setup_MB"] * 2**20,
+        "threads": out["threads"],
+        "load_average": load,
+        "cpu_busy_before": busy,
+    }
+
+
+def _child(command: list[str], what: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child for {what} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -170,11 +196,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--sizes", default="anchor,small", help=f"comma list of {sorted(SIZES)}")
-    p.add_argument("--batch", type=int, default=None, help="override the sizes' batch")
+    p.add_argument("--batch", default=None, help="comma list of batches replacing the sizes'")
     p.add_argument("--configs", default=None, help="comma list of config labels")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma list of {STEPS}")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the DARTS reference code's folder (with step.py): measured beside ours",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every step")
     p.add_argument("--no-isolate", action="store_true", help="no subprocess per step")
     p.add_argument(
         "--idle-wait",
@@ -191,10 +224,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.sizes, args.warmup, args.repeats, args.no_isolate = "smoke", 0, 1, True
         args.configs = args.configs or "nos,darts,darts pc4"
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds} is not valid; expected >= 1")
+    if args.reference is not None:
+        if not (args.reference / "step.py").is_file():
+            p.error(f"--reference {args.reference}: no step.py there (the DARTS reference code)")
+        if args.device != "cpu" or args.amp != "none" or args.channels_last:
+            p.error("--reference runs the reference on the CPU in fp32, NCHW: compare likewise")
+        if args.threads not in (None, REFERENCE_THREADS):
+            p.error(f"--reference runs at {REFERENCE_THREADS} threads; pass --threads 2 or none")
+        if args.no_isolate:
+            p.error("--reference needs a fresh process per step (drop --no-isolate)")
+        args.threads = REFERENCE_THREADS
     return args
 
 
-def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One job per (size, batch, configuration, step), the reference's included."""
     labels = {c[0] for c in CONFIGS}
     wanted = args.configs.split(",") if args.configs else [c[0] for c in CONFIGS]
     steps = args.steps.split(",")
@@ -204,65 +250,113 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         unknown = set(chosen) - known
         if unknown:
             raise SystemExit(f"--{name}: unknown {sorted(unknown)}; expected {sorted(known)}")
-    rows = []
+    batches = [int(b) for b in str(args.batch).split(",")] if args.batch else [None]
+    reference = getattr(args, "reference", None)
+    jobs = []
     for size in sizes:
-        shape = dict(SIZES[size])
-        if args.batch:
-            shape["batch"] = args.batch
-        for label, space, partial in CONFIGS:
-            if label not in wanted:
-                continue
-            row: dict[str, Any] = {"size": size, "config": label, **shape}
-            for step in steps:
-                config = {
-                    **shape,
-                    "space": space,
-                    "partial_channels": partial,
-                    "step": step,
-                    "device": args.device,
-                    "amp": args.amp,
-                    "channels_last": args.channels_last,
-                    "threads": args.threads,
-                    "warmup": args.warmup,
-                    "repeats": args.repeats,
-                }
-                result = measure(config, not args.no_isolate, args.idle_wait)
-                row[f"{step}_s"] = result["wall_s"]["median"]
-                row[f"{step}_p10_s"] = result["wall_s"]["p10"]
-                row[f"{step}_p90_s"] = result["wall_s"]["p90"]
-                row[f"{step}_cpu_s"] = result["cpu_s"]["median"]
-                row[f"{step}_peak_rss_gb"] = result["peak_rss_bytes"] / GB
-                row[f"{step}_rss_before_gb"] = result["rss_before_steps_bytes"] / GB
-                if "peak_cuda_bytes" in result:
-                    row[f"{step}_peak_cuda_gb"] = result["peak_cuda_bytes"] / GB
-                row[f"{step}_load_average"] = result["load_average"]
-                row[f"{step}_cpu_busy_before"] = result["cpu_busy_before"]
-                row["threads"] = result["threads"]
-            rows.append(row)
-    _derive(rows, steps)
-    return rows
+        for batch in batches:
+            shape = dict(SIZES[size], **({"batch": batch} if batch else {}))
+            configs = [c for c in CONFIGS if c[0] in wanted]
+            if reference is not None and size == "anchor":
+                configs.insert(0, (REFERENCE, None, None))
+            for label, space, partial in configs:
+                for step in steps:
+                    config = {
+                        **shape,
+                        "space": space,
+                        "partial_channels": partial,
+                        "step": step,
+                        "device": args.device,
+                        "amp": args.amp,
+                        "channels_last": args.channels_last,
+                        "threads": args.threads,
+                        "warmup": args.warmup,
+                        "repeats": args.repeats,
+                    }
+                    jobs.append({"size": size, "config": label, "run": config})
+    return jobs
+
+
+def _run_job(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    config = job["run"]
+    if job["config"] == REFERENCE:
+        return measure_reference(
+            args.reference,
+            config["step"],
+            config["batch"],
+            config["warmup"],
+            config["repeats"],
+            args.idle_wait,
+        )
+    return measure(config, not args.no_isolate, args.idle_wait)
+
+
+def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every job once per round (odd rounds in reverse order), then one row per
+    (size, batch, configuration) with medians over the rounds and per-round ratios."""
+    jobs = _jobs(args)
+    rounds = getattr(args, "rounds", 1)
+    results: list[list[dict[str, Any]]] = [[] for _ in jobs]
+    for r in range(rounds):
+        order = range(len(jobs)) if r % 2 == 0 else reversed(range(len(jobs)))
+        for i in order:
+            results[i].append(_run_job(jobs[i], args))
+    rows: dict[tuple, dict[str, Any]] = {}
+    for job, runs in zip(jobs, results):
+        config, step = job["run"], job["run"]["step"]
+        key = (job["size"], config["batch"], job["config"])
+        row = rows.setdefault(
+            key,
+            {
+                "size": job["size"],
+                "config": job["config"],
+                **{k: config[k] for k in ("channels", "layers", "batch", "image")},
+                "rounds": rounds,
+            },
+        )
+        row[f"{step}_round_s"] = [run["wall_s"]["median"] for run in runs]
+        row[f"{step}_s"] = _median(row[f"{step}_round_s"])
+        row[f"{step}_min_s"] = min(run["wall_range_s"][0] for run in runs)
+        row[f"{step}_max_s"] = max(run["wall_range_s"][1] for run in runs)
+        row[f"{step}_cpu_s"] = _median([run["cpu_s"]["median"] for run in runs])
+        row[f"{step}_peak_rss_gb"] = max(run["peak_rss_bytes"] for run in runs) / GB
+        row[f"{step}_rss_before_gb"] = runs[0]["rss_before_steps_bytes"] / GB
+        if "peak_cuda_bytes" in runs[0]:
+            row[f"{step}_peak_cuda_gb"] = max(run["peak_cuda_bytes"] for run in runs) / GB
+        row[f"{step}_load_average"] = [run["load_average"] for run in runs]
+        row[f"{step}_cpu_busy_before"] = [run["cpu_busy_before"] for run in runs]
+        row["threads"] = runs[0]["threads"]
+    _derive(list(rows.values()), args.steps.split(","))
+    return list(rows.values())
+
+
+def _median(values: Sequence[float]) -> float:
+    return quantiles(values)["median"]
 
 
 def _derive(rows: list[dict[str, Any]], steps: Sequence[str]) -> None:
-    """Ratios to DARTS and to the weight step, the anchors, the 25-epoch projection."""
-    darts = {r["size"]: r for r in rows if r["config"] == "darts"}
+    """Ratios to DARTS and to the reference (medians of per-round ratios), to the weight
+    step, and the 25-epoch projection."""
+    bases = {
+        name: {(r["size"], r["batch"]): r for r in rows if r["config"] == config}
+        for name, config in (("darts", "darts"), ("reference", REFERENCE))
+    }
     for row in rows:
-        base = darts.get(row["size"])
         for step in steps:
-            if base is not None:
-                row[f"{step}_vs_darts"] = row[f"{step}_s"] / base[f"{step}_s"]
-                row[f"{step}_cpu_vs_darts"] = row[f"{step}_cpu_s"] / base[f"{step}_cpu_s"]
-                row[f"{step}_rss_vs_darts"] = (
+            for name, base_rows in bases.items():
+                base = base_rows.get((row["size"], row["batch"]))
+                if base is None or f"{step}_round_s" not in base:
+                    continue
+                pairs = zip(row[f"{step}_round_s"], base[f"{step}_round_s"])
+                row[f"{step}_vs_{name}"] = _median([ours / theirs for ours, theirs in pairs])
+                row[f"{step}_rss_vs_{name}"] = (
                     row[f"{step}_peak_rss_gb"] / base[f"{step}_peak_rss_gb"]
                 )
+                if name == "reference":
+                    row[f"{step}_anchor_s"] = base[f"{step}_s"]
+                    row[f"{step}_anchor_rss_gb"] = base[f"{step}_peak_rss_gb"]
             if step != "weight" and "weight_s" in row:
                 row[f"{step}_vs_weight"] = row[f"{step}_s"] / row["weight_s"]
-            anchor = ANCHORS.get((row["config"], step))
-            if anchor and row["size"] == "anchor":
-                row[f"{step}_anchor_s"], row[f"{step}_anchor_rss_gb"] = anchor
-                row[f"{step}_vs_anchor"] = row[f"{step}_s"] / anchor[0]
-                if anchor[1] is not None:
-                    row[f"{step}_rss_vs_anchor"] = row[f"{step}_peak_rss_gb"] / anchor[1]
         arch = "arch_second" if "arch_second_s" in row else "arch_first"
         if "weight_s" in row and f"{arch}_s" in row:
             steps_per_epoch = -(-SEARCH_TRAIN // row["batch"])
@@ -271,31 +365,34 @@ def _derive(rows: list[dict[str, Any]], steps: Sequence[str]) -> None:
             row["projected_arch_step"] = arch
 
 
-def _display(rows: list[dict[str, Any]], steps: Sequence[str]) -> tuple[list, list]:
-    columns = [("size", "size"), ("config", "space")]
+def _display(
+    rows: list[dict[str, Any]], steps: Sequence[str], reference: bool
+) -> tuple[list, list]:
+    columns = [("size", "size"), ("batch", "batch"), ("config", "space")]
     shown = []
     for row in rows:
         r = dict(row)
         for step in steps:
             r[f"{step}_t"] = (
-                f"{row[f'{step}_s']:.3g} ({row[f'{step}_p10_s']:.3g}-{row[f'{step}_p90_s']:.3g})"
+                f"{row[f'{step}_s']:.3g} ({row[f'{step}_min_s']:.3g}-{row[f'{step}_max_s']:.3g})"
             )
-            if f"{step}_anchor_s" in row:
-                r[f"{step}_anchor"] = f"{row[f'{step}_anchor_s']} s"
-                if row.get(f"{step}_anchor_rss_gb"):
-                    r[f"{step}_anchor"] += f", {row[f'{step}_anchor_rss_gb']} GB"
         shown.append(r)
     for step in steps:
         columns += [
-            (f"{step}_t", f"{step} s (p10-p90)"),
+            (f"{step}_t", f"{step} s (min-max)"),
             (f"{step}_cpu_s", f"{step} CPU s"),
             (f"{step}_peak_rss_gb", f"{step} peak RSS GB"),
             (f"{step}_vs_darts", f"{step} / DARTS"),
-            (f"{step}_rss_vs_darts", f"{step} RSS / DARTS"),
         ]
+        if reference:
+            columns += [
+                (f"{step}_vs_reference", f"{step} / reference"),
+                (f"{step}_rss_vs_reference", f"{step} RSS / reference"),
+            ]
+        else:
+            columns.append((f"{step}_rss_vs_darts", f"{step} RSS / DARTS"))
         if step != "weight":
             columns.append((f"{step}_vs_weight", f"{step} / weight step"))
-        columns.append((f"{step}_anchor", f"{step} anchor (DARTS ref.)"))
     columns.append(("projected_search_h", "25-epoch search h (projected)"))
     return shown, columns
 
@@ -317,30 +414,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         channels_last=args.channels_last,
         warmup=args.warmup,
         repeats=args.repeats,
+        rounds=args.rounds,
         isolated=not args.no_isolate,
         smoke=args.smoke,
         sizes={s: SIZES[s] for s in args.sizes.split(",") if s in SIZES},
         teacher=None,
-        anchors={f"{c} {s}": {"s": t, "peak_rss_gb": m} for (c, s), (t, m) in ANCHORS.items()},
+        reference=None if args.reference is None else str(args.reference.resolve()),
     )
     rows = _rows(args)
     meta["load_average_end"] = load_average()
     steps = args.steps.split(",")
-    shown, columns = _display(rows, steps)
+    shown, columns = _display(rows, steps, args.reference is not None)
     dtype = "float32" if args.amp == "none" else f"autocast {args.amp}"
     title = (
         f"Search steps: {meta['device_name']}, {dtype}, {meta['threads']} threads, "
         f"torch {torch.__version__}, channels_last={args.channels_last}"
     )
     notes = [
-        "Wall-clock medians (p10-p90) per step; CPU = process CPU time; peak RSS of a fresh "
-        "process per step (includes the ~0.3-0.4 GB of the torch runtime)"
+        f"Wall-clock median of the {args.rounds} round median(s) of {args.repeats} steps after "
+        f"{args.warmup} warm-up (min-max over all steps); CPU = process CPU time; peak RSS of a "
+        "fresh process per step (includes the ~0.3-0.4 GB of the torch runtime)"
         + ("" if not args.no_isolate else " - here NOT isolated: RSS is cumulative"),
-        "Anchor: the DARTS reference code on these 2-core machines (torch 2.13 CPU, 2 threads, "
-        "fp32, C=16, 8 cells, batch 32); it applies to the darts rows at the anchor size.",
+        "Ratios: the median over rounds of the ratio within one round (rounds interleaved, "
+        "odd rounds in reverse order).",
         f"25-epoch search: {EPOCHS} epochs x ceil({SEARCH_TRAIN} / batch) steps x "
         "(weight step + second-order arch step) at the measured times.",
     ]
+    if args.reference is not None:
+        notes.insert(
+            1,
+            f"{REFERENCE}: the DARTS reference search code (quark0/darts, CPU shims) run by its "
+            f"own step.py in a fresh process, {REFERENCE_THREADS} threads, at the anchor size.",
+        )
     publish(args, title, meta, rows, shown, columns, notes)
     return {"meta": meta, "rows": rows}
 

@@ -123,3 +123,54 @@ def test_gpu_suite_smoke(tmp_path: Path) -> None:
     assert {"DARTS_V2 eager fp32", "NOS compile amp"} <= names
     for row in sections["train_throughput"]:
         assert row["ok"] and row["images_per_s"] > 0
+
+
+def test_search_step_reference_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--reference adds the reference as a configuration; ratios are medians of the
+    per-round ratios, and odd rounds run the jobs in reverse order."""
+    module = _load("search_step")
+    (tmp_path / "step.py").write_text("")
+    args = module.parse_args(
+        ["--sizes", "anchor", "--configs", "nos", "--steps", "weight", "--rounds", "3"]
+        + ["--reference", str(tmp_path)]
+    )
+    assert args.threads == module.REFERENCE_THREADS
+    order, speed = [], iter([1.0, 2.0, 10.0, 5.0, 3.0, 6.0])  # round 1 slow for both
+
+    def fake(seconds: float) -> dict:
+        return {
+            "wall_s": {"median": seconds},
+            "cpu_s": {"median": 2 * seconds},
+            "wall_range_s": [seconds, seconds],
+            "peak_rss_bytes": 1e9,
+            "rss_before_steps_bytes": 1e8,
+            "threads": 2,
+            "load_average": None,
+            "cpu_busy_before": None,
+        }
+
+    def ours(config: dict, isolate: bool, idle: float) -> dict:
+        order.append("nos")
+        return fake(next(speed))
+
+    def reference(directory: Path, step: str, batch: int, *rest: object) -> dict:
+        order.append("reference")
+        return fake(next(speed))
+
+    monkeypatch.setattr(module, "measure", ours)
+    monkeypatch.setattr(module, "measure_reference", reference)
+    rows = {r["config"]: r for r in module._rows(args)}
+    assert order == ["reference", "nos", "nos", "reference", "reference", "nos"]
+    ref, nos = rows[module.REFERENCE], rows["nos"]
+    assert ref["weight_round_s"] == [1.0, 5.0, 3.0] and nos["weight_round_s"] == [2.0, 10.0, 6.0]
+    assert nos["weight_vs_reference"] == 2.0 and ref["weight_vs_reference"] == 1.0
+    assert nos["weight_s"] == 6.0 and nos["weight_anchor_s"] == 3.0
+
+
+def test_search_step_reference_checks(tmp_path: Path) -> None:
+    module = _load("search_step")
+    with pytest.raises(SystemExit):
+        module.parse_args(["--reference", str(tmp_path)])  # no step.py there
+    (tmp_path / "step.py").write_text("")
+    with pytest.raises(SystemExit):
+        module.parse_args(["--reference", str(tmp_path), "--threads", "1"])
