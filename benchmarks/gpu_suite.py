@@ -210,6 +210,8 @@ def search_rows(args: argparse.Namespace, plan: dict[str, Any]) -> list[dict[str
         repeats=1 if args.smoke else 3,
         no_isolate=True,
         idle_wait=0.0,
+        reference=None,
+        rounds=1,
     )
     rows = search_step._rows(ns)
     for row in rows:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -169,9 +170,8 @@ def measure_reference(
     load = load_average()
     command = [sys.executable, str(directory / "step.py"), REFERENCE_MODES[step], str(batch)]
     out = _child(command + [str(repeats), str(warmup)], {"reference": step, "batch": batch})
-    median = out["median_s"]
     return {
-        "wall_s": {"median": median},
+        "wall_s": {"median": out["median_s"]},
         "cpu_s": {"median": out["median_cpu_s"]},
         "wall_range_s": [out["min_s"], out["max_s"]],
         "peak_rss_bytes": out["peak_rss_MB"] * 2**20,
@@ -251,13 +251,12 @@ def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
         if unknown:
             raise SystemExit(f"--{name}: unknown {sorted(unknown)}; expected {sorted(known)}")
     batches = [int(b) for b in str(args.batch).split(",")] if args.batch else [None]
-    reference = getattr(args, "reference", None)
     jobs = []
     for size in sizes:
         for batch in batches:
             shape = dict(SIZES[size], **({"batch": batch} if batch else {}))
             configs = [c for c in CONFIGS if c[0] in wanted]
-            if reference is not None and size == "anchor":
+            if args.reference is not None and size == "anchor":
                 configs.insert(0, (REFERENCE, None, None))
             for label, space, partial in configs:
                 for step in steps:
@@ -295,7 +294,7 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every job once per round (odd rounds in reverse order), then one row per
     (size, batch, configuration) with medians over the rounds and per-round ratios."""
     jobs = _jobs(args)
-    rounds = getattr(args, "rounds", 1)
+    rounds = args.rounds
     results: list[list[dict[str, Any]]] = [[] for _ in jobs]
     for r in range(rounds):
         order = range(len(jobs)) if r % 2 == 0 else reversed(range(len(jobs)))
@@ -315,10 +314,11 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             },
         )
         row[f"{step}_round_s"] = [run["wall_s"]["median"] for run in runs]
-        row[f"{step}_s"] = _median(row[f"{step}_round_s"])
+        row[f"{step}_round_cpu_s"] = [run["cpu_s"]["median"] for run in runs]
+        row[f"{step}_s"] = statistics.median(row[f"{step}_round_s"])
         row[f"{step}_min_s"] = min(run["wall_range_s"][0] for run in runs)
         row[f"{step}_max_s"] = max(run["wall_range_s"][1] for run in runs)
-        row[f"{step}_cpu_s"] = _median([run["cpu_s"]["median"] for run in runs])
+        row[f"{step}_cpu_s"] = statistics.median(row[f"{step}_round_cpu_s"])
         row[f"{step}_peak_rss_gb"] = max(run["peak_rss_bytes"] for run in runs) / GB
         row[f"{step}_rss_before_gb"] = runs[0]["rss_before_steps_bytes"] / GB
         if "peak_cuda_bytes" in runs[0]:
@@ -328,10 +328,6 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         row["threads"] = runs[0]["threads"]
     _derive(list(rows.values()), args.steps.split(","))
     return list(rows.values())
-
-
-def _median(values: Sequence[float]) -> float:
-    return quantiles(values)["median"]
 
 
 def _derive(rows: list[dict[str, Any]], steps: Sequence[str]) -> None:
@@ -347,8 +343,10 @@ def _derive(rows: list[dict[str, Any]], steps: Sequence[str]) -> None:
                 base = base_rows.get((row["size"], row["batch"]))
                 if base is None or f"{step}_round_s" not in base:
                     continue
-                pairs = zip(row[f"{step}_round_s"], base[f"{step}_round_s"])
-                row[f"{step}_vs_{name}"] = _median([ours / theirs for ours, theirs in pairs])
+                for clock in ("", "cpu_"):
+                    pairs = zip(row[f"{step}_round_{clock}s"], base[f"{step}_round_{clock}s"])
+                    ratios = [ours / theirs for ours, theirs in pairs]
+                    row[f"{step}_{clock}vs_{name}"] = statistics.median(ratios)
                 row[f"{step}_rss_vs_{name}"] = (
                     row[f"{step}_peak_rss_gb"] / base[f"{step}_peak_rss_gb"]
                 )
