@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from nos_ops import BlockGene, CellGene, Genotype, NetworkCIFAR
 from nos_ops.engine import CheckpointError
 from nos_ops.export import LogitsOnly, export_onnx, export_program, load_network
 from nos_ops.network import build_network, save_network
+from nos_ops.ops import create_op, dynamic
 
 # dynamic conv and attention in both tiers; 3x3 kernels keep the traced graph small
 NOS_TINY = Genotype(
@@ -78,6 +81,31 @@ def test_export_program_dynamic_batch(network: NetworkCIFAR) -> None:
     network.eval()
     x = torch.randn(5, 3, 16, 16)
     torch.testing.assert_close(program.module()(x), _eager(network, x), atol=1e-4, rtol=1e-4)
+
+
+def test_export_traces_each_per_sample_conv_as_one_unfold(
+    network: NetworkCIFAR, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under export ``impl="auto"`` takes the ``F.unfold`` form: one im2col node per
+    per-sample conv, not k*k shifted multiply-adds (a graph several times larger)."""
+    calls = []
+    grouped = dynamic._CONVS["grouped"]
+    monkeypatch.setitem(dynamic._CONVS, "grouped", lambda *a: calls.append(1) or grouped(*a))
+    _eager(network, torch.randn(2, 3, 16, 16))
+    program = export_program(network, torch.randn(2, 3, 16, 16))
+    targets = Counter(str(node.target) for node in program.graph.nodes)
+    assert calls and targets["aten.im2col.default"] == len(calls)
+    assert targets["aten.slice.Tensor"] < 9  # the shifted 3x3 form alone slices 18 times
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_export_traces_average_pooling_as_one_node(stride: int) -> None:
+    pool = create_op("avg_pool_3x3", 4, stride)
+    program = torch.export.export(pool, (torch.randn(2, 4, 7, 9),))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert targets == ["aten.avg_pool2d.default"]
+    x = torch.randn(2, 4, 7, 9)
+    torch.testing.assert_close(program.module()(x), pool(x))
 
 
 def test_export_onnx_dynamic_batch(network: NetworkCIFAR, tmp_path) -> None:

@@ -1,6 +1,6 @@
 """Dynamic convolution O_d (Sec. 3.1, Fig. 1, Eq. 5) and the per-sample depthwise conv.
 
-Fast paths (``grouped``, ``shifted``) against a plain per-sample loop of ``F.conv2d``; kernel
+Fast paths (``grouped``, ``shifted``, ``unfold``) against a plain per-sample loop of ``F.conv2d``; kernel
 spreading; the residual form ``x + x (x) D``; batch independence; memory formats, autocast,
 ``torch.export`` and ``torch.compile`` with a dynamic batch; argument errors.
 """
@@ -69,7 +69,7 @@ def out_size(size: int, stride: int) -> int:
     width=SIZES,
     seed=SEEDS,
 )
-def test_grouped_equals_shifted_equals_loop(
+def test_every_impl_equals_the_loop(
     stride, dilation, kernel_size, batch, channels, height, width, seed
 ):
     torch.manual_seed(seed)
@@ -79,14 +79,20 @@ def test_grouped_equals_shifted_equals_loop(
     assert ref.shape == (batch, channels, out_size(height, stride), out_size(width, stride))
     weight = torch.randn_like(ref)
     ref_grads = torch.autograd.grad((ref * weight).sum(), (x, k))
-    for impl in ("grouped", "shifted", "auto"):
+    for impl in ("grouped", "shifted", "unfold", "auto"):
         out = dynamic_depthwise_conv2d(x, k, stride, dilation, impl=impl)
         torch.testing.assert_close(out, ref)
         grads = torch.autograd.grad((out * weight).sum(), (x, k))
         torch.testing.assert_close(grads, ref_grads)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "shifted"])
+@pytest.mark.parametrize("impl", ["grouped", "shifted", "unfold", "auto"])
+def test_empty_batch(impl):
+    x, k = torch.randn(0, 3, 7, 5), torch.randn(0, 3, 3, 3)
+    assert dynamic_depthwise_conv2d(x, k, 2, 2, impl=impl).shape == (0, 3, 4, 3)
+
+
+@pytest.mark.parametrize("impl", ["grouped", "shifted", "unfold"])
 @pytest.mark.parametrize(("stride", "dilation", "kernel_size"), [(1, 1, 3), (2, 2, 3), (2, 1, 5)])
 def test_functional_gradcheck(impl, stride, dilation, kernel_size):
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
@@ -96,7 +102,7 @@ def test_functional_gradcheck(impl, stride, dilation, kernel_size):
     )
 
 
-@pytest.mark.parametrize("impl", ["grouped", "shifted"])
+@pytest.mark.parametrize("impl", ["grouped", "shifted", "unfold"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_functional_jacobian_is_block_diagonal_over_the_batch(impl, stride):
     x = torch.randn(3, 2, 5, 5, dtype=torch.float64)
@@ -119,7 +125,7 @@ def test_functional_jacobian_is_block_diagonal_over_the_batch(impl, stride):
     height=SIZES,
     width=SIZES,
     kernel_size=st.sampled_from([1, 3, 5]),
-    impl=st.sampled_from(["grouped", "shifted"]),
+    impl=st.sampled_from(["grouped", "shifted", "unfold"]),
 )
 def test_identity_kernel_subsamples(
     stride, dilation, batch, channels, height, width, kernel_size, impl
@@ -310,7 +316,7 @@ def test_jacobian_is_block_diagonal_over_the_batch(name, stride):
 # --------------------------------------------------------------------------- formats, dtypes
 
 
-@pytest.mark.parametrize("impl", ["grouped", "shifted"])
+@pytest.mark.parametrize("impl", ["grouped", "shifted", "unfold"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_channels_last_matches_contiguous(impl, stride):
     op = DynamicConv2d(8, 5, stride, dilation=2, impl=impl)
@@ -330,7 +336,7 @@ def test_channels_last_matches_contiguous(impl, stride):
     torch.testing.assert_close(op_cl(x_cl), op(x))
 
 
-@pytest.mark.parametrize("impl", ["grouped", "shifted"])
+@pytest.mark.parametrize("impl", ["grouped", "shifted", "unfold"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_cpu_autocast_bfloat16(impl, stride):
     op = DynamicConv2d(8, 5, stride, impl=impl)

@@ -38,8 +38,8 @@ __all__ = [
     "spread_kernels",
 ]
 
-ConvImpl = Literal["auto", "grouped", "shifted"]
-_IMPLS = ("auto", "grouped", "shifted")
+ConvImpl = Literal["auto", "grouped", "shifted", "unfold"]
+_IMPLS = ("auto", "grouped", "shifted", "unfold")
 
 
 def _grouped(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
@@ -76,6 +76,21 @@ def _shifted(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int)
             term = window * kernels[:, :, i, j, None, None]
             out = term if out is None else out + term
     return out
+
+
+def _unfold(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    k = kernels.shape[-1]
+    out_h = (height - 1) // stride + 1
+    out_w = (width - 1) // stride + 1
+    padding = dilation * (k - 1) // 2
+    columns = F.unfold(x, k, dilation, padding, stride)  # B x (C k k) x out_h out_w
+    columns = columns.view(batch, channels, k * k, out_h * out_w)
+    out = (columns * kernels.reshape(batch, channels, k * k, 1)).sum(2)
+    return out.view(batch, channels, out_h, out_w)
+
+
+_CONVS = {"grouped": _grouped, "shifted": _shifted, "unfold": _unfold}
 
 
 # Widest kernel for which oneDNN's depthwise weight gradient is fast on CPU; wider or dilated
@@ -326,9 +341,12 @@ def dynamic_depthwise_conv2d(
         stride: as in ``F.conv2d``.
         dilation: as in ``F.conv2d``.
         impl: ``"grouped"`` folds the batch into the groups of one ``F.conv2d`` (fastest
-            eager path); ``"shifted"`` sums k*k shifted multiply-adds, which traces with a
-            dynamic batch under ``torch.export``/``torch.compile``/ONNX; ``"auto"`` picks
-            ``"shifted"`` while compiling or exporting and ``"grouped"`` otherwise.
+            eager path); ``"shifted"`` sums k*k shifted multiply-adds and ``"unfold"``
+            multiplies the k*k patches of ``F.unfold`` (k*k times the memory of x): both
+            trace with a dynamic batch, the first fusing well under ``torch.compile``, the
+            second a graph k*k times smaller under ``torch.export``/ONNX. ``"auto"`` picks
+            ``"unfold"`` while exporting, ``"shifted"`` while compiling and ``"grouped"``
+            otherwise.
 
     Returns:
         B x C x ceil(H / stride) x ceil(W / stride), ``channels_last`` when ``x`` is.
@@ -351,10 +369,14 @@ def dynamic_depthwise_conv2d(
     if kernels.dtype != x.dtype:
         check_dtype(x, kernels, layer="dynamic_depthwise_conv2d (kernels)")
     if impl == "auto":
-        impl = "shifted" if torch.compiler.is_compiling() else "grouped"
-    if impl == "grouped" and x.shape[0] == 0:  # groups = B * C = 0: the empty batch
+        impl = (
+            "unfold"
+            if torch.compiler.is_exporting()
+            else "shifted" if torch.compiler.is_compiling() else "grouped"
+        )
+    if impl != "shifted" and x.shape[0] == 0:  # groups = B * C = 0, unfold of nothing
         impl = "shifted"
-    out = (_grouped if impl == "grouped" else _shifted)(x, kernels, stride, dilation)
+    out = _CONVS[impl](x, kernels, stride, dilation)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         out = out.contiguous(memory_format=torch.channels_last)  # keep the input's layout
     return out
@@ -362,9 +384,7 @@ def dynamic_depthwise_conv2d(
 
 def identity_kernel(kernel_size: int, like: torch.Tensor) -> torch.Tensor:
     """The k x k delta kernel (1 at the centre): ``x (x) delta == x``."""
-    delta = torch.zeros(kernel_size, kernel_size, dtype=like.dtype, device=like.device)
-    delta[kernel_size // 2, kernel_size // 2] = 1
-    return delta
+    return F.pad(like.new_ones(1, 1), (kernel_size // 2,) * 4)
 
 
 def spread_kernels(kernels: torch.Tensor, dilation: int, size: int) -> torch.Tensor:
@@ -383,7 +403,7 @@ def spread_kernels(kernels: torch.Tensor, dilation: int, size: int) -> torch.Ten
     if size < extent or (size - extent) % 2:
         raise ValueError(f"size={size} cannot centre a kernel of extent {extent}")
     pad = (size - extent) // 2
-    return F.pad(kernels, (pad, pad, pad, pad))
+    return F.pad(kernels, (pad, pad, pad, pad)) if pad else kernels
 
 
 class DynamicConv2d(nn.Module):
@@ -495,9 +515,9 @@ def rms_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     Scale-free: ``rms_normalize(s * x) == rms_normalize(x)`` for ``s > 0`` while the mean
     square stays well above ``eps``; computed in float32 at least, so that half-precision
     inputs neither underflow nor overflow."""
-    mean_square = x.to(torch.promote_types(x.dtype, torch.float32)).pow(2)
-    mean_square = mean_square.mean(dim=(1, 2, 3), keepdim=True)
-    return x * torch.rsqrt(mean_square + eps).to(x.dtype)
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    scale = torch.rsqrt(wide.pow(2).mean(dim=(1, 2, 3), keepdim=True) + eps)
+    return x * (scale if scale.dtype == x.dtype else scale.to(x.dtype))
 
 
 def _generate(
@@ -510,8 +530,10 @@ def _generate(
 
     def conv1x1(stack: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         mats = [w.flatten(1) for w in stack]
-        stacked = torch.cat(mats) if len(mats) > 1 else mats[0]
-        return torch.bmm(stacked.expand(batch, -1, -1), flat).split([m.shape[0] for m in mats], 1)
+        if len(mats) == 1:
+            return (torch.bmm(mats[0].expand(batch, -1, -1), flat),)
+        out = torch.bmm(torch.cat(mats).expand(batch, -1, -1), flat)
+        return out.split([m.shape[0] for m in mats], 1)
 
     contexts = conv1x1(weights[0 : 2 * count : 2])  # B x C/r x HW per op
     logits = conv1x1(weights[1 : 2 * count : 2])  # B x k*k x HW per op
