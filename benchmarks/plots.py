@@ -114,6 +114,51 @@ def search_figure(report: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def export_figure(report: dict[str, Any], out: Path) -> None:
+    """Export time per genotype (stacked: export, save, load + run) for each form of the
+    per-sample conv, with DARTS_V2's total as a line."""
+    rows = report["rows"]
+    convs = list(dict.fromkeys(r["conv"] for r in rows))
+    names = list(dict.fromkeys(r["genotype"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    width = 0.8 / len(convs)
+    stages = (("trace_s", "export"), ("save_s", "save"), ("load_run_s", "load + run"))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, conv in enumerate(convs):
+        by_name = {r["genotype"]: r for r in rows if r["conv"] == conv}
+        xs = [j + (i - (len(convs) - 1) / 2) * width for j in range(len(names))]
+        bottom = [0.0] * len(names)
+        for (key, stage), colour in zip(stages, colours):
+            heights = [by_name[n][key] for n in names]
+            ax.bar(
+                xs,
+                heights,
+                width,
+                bottom=bottom,
+                color=colour,
+                alpha=1.0 if i == 0 else 0.45,
+                edgecolor="k",
+                label=f"{stage} (conv={conv})",
+            )
+            bottom = [b + h for b, h in zip(bottom, heights)]
+    darts = next(r["total_s"] for r in rows if r["genotype"] == "DARTS_V2")
+    ax.axhline(darts, color="k", ls="--", lw=1, label="DARTS_V2 total")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("seconds")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    meta = report["meta"]
+    ax.set_title(
+        f"Export of evaluation networks ({meta['channels']} channels, {meta['layers']} cells, "
+        f"dynamic batch): {meta['device_name']}, {meta['threads']} threads, fp32, "
+        f"torch {meta['torch']}",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", default="benchmarks/results")
@@ -135,6 +180,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         path = results / f"search_step_cpu_{size}.json"
         if path.exists():
             search_figure(_load(path), out / f"bench_search_steps_{size}.png")
+    for batch in (32, 64):
+        path = results / f"search_step_vs_reference_b{batch}.json"
+        if path.exists():
+            search_figure(_load(path), out / f"bench_search_steps_vs_reference_b{batch}.png")
+    if (results / "export_time.json").exists():
+        export_figure(_load(results / "export_time.json"), out / "bench_export_time.png")
 
 
 if __name__ == "__main__":

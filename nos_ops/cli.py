@@ -570,7 +570,7 @@ def _export(args: argparse.Namespace) -> None:
     example = torch.randn(args.batch_size, 3, size, size)
     echo(
         f"export: tracing the network ({args.format}, {size}x{size}, "
-        f"{'dynamic' if dynamic else 'static'} batch); found cells can take a minute"
+        f"{'dynamic' if dynamic else 'static'} batch); 20 cells take tens of seconds on a CPU"
     )
     began = time.perf_counter()
     if args.format == "torch":

@@ -174,3 +174,14 @@ def test_search_step_reference_checks(tmp_path: Path) -> None:
     (tmp_path / "step.py").write_text("")
     with pytest.raises(SystemExit):
         module.parse_args(["--reference", str(tmp_path), "--threads", "1"])
+
+
+def test_export_time_smoke(tmp_path: Path) -> None:
+    report = _report("export_time", tmp_path)
+    rows = {(r["genotype"], r["conv"]): r for r in report["rows"]}
+    assert set(rows) == {(g, c) for g in ("DARTS_V2", "found") for c in ("auto", "shifted")}
+    assert rows["found", "auto"]["nodes"] < rows["found", "shifted"]["nodes"]
+    assert all(r["max_abs_diff"] < 1e-4 for r in rows.values())
+    plots = _load("plots")
+    plots.export_figure(report, tmp_path / "export.png")
+    assert (tmp_path / "export.png").stat().st_size > 0

@@ -372,7 +372,9 @@ def dynamic_depthwise_conv2d(
         impl = (
             "unfold"
             if torch.compiler.is_exporting()
-            else "shifted" if torch.compiler.is_compiling() else "grouped"
+            else "shifted"
+            if torch.compiler.is_compiling()
+            else "grouped"
         )
     if impl != "shifted" and x.shape[0] == 0:  # groups = B * C = 0, unfold of nothing
         impl = "shifted"
