@@ -1,8 +1,8 @@
 """Dynamic convolution O_d (Sec. 3.1, Fig. 1, Eq. 5) and the per-sample depthwise conv.
 
 Fast paths (``grouped``, ``shifted``, ``unfold``) against a plain per-sample loop of
-``F.conv2d``; kernel spreading; the residual form ``x + x (x) D``; batch independence; memory formats, autocast,
-``torch.export`` and ``torch.compile`` with a dynamic batch; argument errors.
+``F.conv2d``; kernel spreading; the residual form ``x + x (x) D``; batch independence;
+memory formats, autocast, ``torch.export`` and ``torch.compile`` with a dynamic batch; argument errors.
 """
 
 from __future__ import annotations
