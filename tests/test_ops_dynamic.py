@@ -2,7 +2,8 @@
 
 Fast paths (``grouped``, ``shifted``, ``unfold``) against a plain per-sample loop of
 ``F.conv2d``; kernel spreading; the residual form ``x + x (x) D``; batch independence;
-memory formats, autocast, ``torch.export`` and ``torch.compile`` with a dynamic batch; argument errors.
+memory formats, autocast, ``torch.export`` and ``torch.compile`` with a dynamic batch;
+argument errors.
 """
 
 from __future__ import annotations
