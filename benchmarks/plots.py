@@ -40,6 +40,12 @@ def _shape(row: dict[str, Any]) -> str:
     return f"{row['channels']}x{row['size']}x{row['size']}"
 
 
+def _save(fig: Any, out: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def ops_figure(reports: Sequence[tuple[str, dict[str, Any]]], out: Path) -> None:
     """Forward+backward latency (median, p10-p90) of some ops across the shapes, with the
     static depthwise conv the dynamic convs are compared with; one panel per report."""
@@ -74,9 +80,7 @@ def ops_figure(reports: Sequence[tuple[str, dict[str, Any]]], out: Path) -> None
         ax.set_title(f"{label}\n{meta['device_name']}, {meta['threads']} threads, fp32", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def search_figure(report: dict[str, Any], out: Path) -> None:
@@ -109,9 +113,7 @@ def search_figure(report: dict[str, Any], out: Path) -> None:
         f"fp32, torch {meta['torch']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def export_figure(report: dict[str, Any], out: Path) -> None:
@@ -154,9 +156,7 @@ def export_figure(report: dict[str, Any], out: Path) -> None:
         f"torch {meta['torch']}",
         fontsize=8,
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -55,12 +55,15 @@ def _grouped(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int)
     return rearrange(out, "1 (b c) h w -> b c h w", b=batch)
 
 
+def _same_geometry(x: torch.Tensor, k: int, stride: int, dilation: int) -> tuple[int, int, int]:
+    """Padding and output height, width of a "same" k x k conv of x at stride, dilation."""
+    height, width = x.shape[-2:]
+    return dilation * (k - 1) // 2, (height - 1) // stride + 1, (width - 1) // stride + 1
+
+
 def _shifted(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
     k = kernels.shape[-1]
-    padding = dilation * (k - 1) // 2
-    height, width = x.shape[-2:]
-    out_h = (height - 1) // stride + 1
-    out_w = (width - 1) // stride + 1
+    padding, out_h, out_w = _same_geometry(x, k, stride, dilation)
     padded = F.pad(x, (padding, padding, padding, padding))
     span_h = stride * (out_h - 1) + 1
     span_w = stride * (out_w - 1) + 1
@@ -79,11 +82,9 @@ def _shifted(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int)
 
 
 def _unfold(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
-    batch, channels, height, width = x.shape
+    batch, channels = x.shape[:2]
     k = kernels.shape[-1]
-    out_h = (height - 1) // stride + 1
-    out_w = (width - 1) // stride + 1
-    padding = dilation * (k - 1) // 2
+    padding, out_h, out_w = _same_geometry(x, k, stride, dilation)
     columns = F.unfold(x, k, dilation, padding, stride)  # B x (C k k) x out_h out_w
     columns = columns.view(batch, channels, k * k, out_h * out_w)
     out = (columns * kernels.reshape(batch, channels, k * k, 1)).sum(2)
@@ -91,6 +92,12 @@ def _unfold(x: torch.Tensor, kernels: torch.Tensor, stride: int, dilation: int) 
 
 
 _CONVS = {"grouped": _grouped, "shifted": _shifted, "unfold": _unfold}
+
+
+def _auto_impl() -> str:
+    if torch.compiler.is_exporting():
+        return "unfold"
+    return "shifted" if torch.compiler.is_compiling() else "grouped"
 
 
 # Widest kernel for which oneDNN's depthwise weight gradient is fast on CPU; wider or dilated
@@ -369,13 +376,7 @@ def dynamic_depthwise_conv2d(
     if kernels.dtype != x.dtype:
         check_dtype(x, kernels, layer="dynamic_depthwise_conv2d (kernels)")
     if impl == "auto":
-        impl = (
-            "unfold"
-            if torch.compiler.is_exporting()
-            else "shifted"
-            if torch.compiler.is_compiling()
-            else "grouped"
-        )
+        impl = _auto_impl()
     if impl != "shifted" and x.shape[0] == 0:  # groups = B * C = 0, unfold of nothing
         impl = "shifted"
     out = _CONVS[impl](x, kernels, stride, dilation)
