@@ -110,7 +110,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     cells = genotypes()
     if args.smoke:  # the all-dynamic cell's shifted form alone takes most of a minute
         del cells["dynamic_5x5"]
-    jobs = [(name, conv) for name in cells for conv in CONVS]
+    jobs = [(name, conv) for name in cells for conv in args.convs]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {job: [] for job in jobs}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
@@ -156,6 +156,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, default=36)
     p.add_argument("--layers", type=int, default=20)
     p.add_argument("--onnx", action="store_true", help="also time the ONNX export")
+    p.add_argument("--convs", default=",".join(CONVS), help=f"comma list of {CONVS}")
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -164,6 +165,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds={args.rounds} is not valid; expected >= 1")
+    args.convs = tuple(c for c in args.convs.split(",") if c)
+    if not args.convs or any(c not in CONVS for c in args.convs):
+        p.error(f"--convs={','.join(args.convs)!r} is not valid; expected a comma list of {CONVS}")
     if args.smoke:
         args.channels, args.layers, args.rounds = 4, 3, 1
     return args

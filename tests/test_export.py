@@ -98,6 +98,30 @@ def test_export_traces_each_per_sample_conv_as_one_unfold(
     assert targets["aten.slice.Tensor"] < 9  # the shifted 3x3 form alone slices 18 times
 
 
+@pytest.mark.parametrize("name", ["dynamic_conv_3x3", "dil_dynamic_conv_5x5"])
+def test_export_generates_kernels_with_convs(name: str) -> None:
+    """Under export the kernel generator is 1x1 convs, one bmm and one RMS norm node (no
+    batch-expanded weights): the same kernels as eager."""
+    torch.manual_seed(0)
+    op = create_op(name, 6, 1).eval()
+    op.decode.weight.data.normal_()  # kernels far from zero
+
+    class Kernels(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return op.kernels(x)
+
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(
+        Kernels(), (torch.randn(2, 6, 7, 9),), dynamic_shapes={"x": {0: batch}}
+    )
+    targets = Counter(str(n.target) for n in program.graph.nodes if n.op == "call_function")
+    assert targets["aten.bmm.default"] == 1 and targets["aten.conv2d.default"] == 3
+    assert targets["aten.expand.default"] == 0
+    assert targets["aten.rms_norm.default"] == hasattr(torch.nn.functional, "rms_norm")
+    x = torch.randn(3, 6, 7, 9)
+    torch.testing.assert_close(program.module()(x), op.kernels(x))
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_export_traces_average_pooling_as_one_node(stride: int) -> None:
     pool = create_op("avg_pool_3x3", 4, stride)
