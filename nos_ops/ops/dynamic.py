@@ -503,11 +503,11 @@ def generate_kernels(
     for about a quarter more time (not while ``torch.compile`` traces: dynamo cannot take
     the checkpoint there). Returns one B x C x k x k tensor per op.
     """
+    if torch.compiler.is_exporting():
+        return [_generate_for_export(op, x) for op in ops]
     weights = [w for op in ops for w in (op.bottleneck.weight, op.transform.weight)]
     weights += [op.decode.weight for op in ops]
     shapes = tuple((op.channels, op.kernel_size) for op in ops)
-    if torch.compiler.is_exporting():
-        return [_generate_for_export(op, x) for op in ops]
     recompute = recompute and not torch.compiler.is_compiling()  # dynamo fails on it
     if recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights)):
         return list(checkpoint(_generate, shapes, x, *weights, use_reentrant=False))
@@ -520,9 +520,9 @@ def rms_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     Scale-free: ``rms_normalize(s * x) == rms_normalize(x)`` for ``s > 0`` while the mean
     square stays well above ``eps``; computed in float32 at least, so that half-precision
     inputs neither underflow nor overflow."""
-    if x.dtype in (torch.float32, torch.float64) and hasattr(F, "rms_norm"):  # torch >= 2.4
-        return F.rms_norm(x, x.shape[1:], eps=eps)  # one node under export
     wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    if wide is x and hasattr(F, "rms_norm"):  # torch >= 2.4: one node under export
+        return F.rms_norm(x, x.shape[1:], eps=eps)
     scale = torch.rsqrt(wide.pow(2).mean(dim=(1, 2, 3), keepdim=True) + eps)
     return x * (scale if scale.dtype == x.dtype else scale.to(x.dtype))
 
@@ -547,24 +547,35 @@ def _generate(
     decodes = weights[2 * count :]  # C x C/r (x 1 x 1) per op
     kernels = []
     for (channels, k), context, logit, decode in zip(shapes, contexts, logits, decodes):
-        latent = torch.bmm(context, logit.softmax(dim=-1).transpose(1, 2))  # B x C/r x k*k
         decode = decode.flatten(1).expand(batch, -1, -1)
-        raw = torch.bmm(decode, latent).view(batch, channels, k, k)
-        kernels.append(torch.tanh(raw) / (k * k))  # every |tap| < 1 / k^2: sum |D| < 1
+        raw = torch.bmm(decode, _latent(context, logit)).view(batch, channels, k, k)
+        kernels.append(_bounded(raw))
     return tuple(kernels)
 
 
+def _latent(context: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """B x C/r x HW contexts pooled by the softmax over HW of B x k*k x HW logits:
+    the B x C/r x k*k latent kernels."""
+    return torch.bmm(context, logits.softmax(dim=-1).transpose(1, 2))
+
+
+def _bounded(raw: torch.Tensor) -> torch.Tensor:
+    """``tanh(raw) / k^2`` of B x C x k x k decoded kernels: every |tap| < 1 / k^2, so
+    sum |D| < 1."""
+    k = raw.shape[-1]
+    return torch.tanh(raw) / (k * k)
+
+
 def _generate_for_export(op: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
-    """``op.kernels(x)`` in about half the graph nodes of :func:`_generate` (12, no
-    expands): the bottleneck and transform as ``F.conv2d``, the decode as a 1x1 conv over
-    the B x C/r x k x k latent. The same products, summed in another order."""
+    """``op.kernels(x)`` in 12 graph nodes where :func:`_generate` traces 21 (no
+    batch-expanded weights): the bottleneck and transform as ``F.conv2d``, the decode as a
+    1x1 conv over the B x C/r x k x k latent. The same products, summed in another order."""
     batch, k = x.shape[0], op.kernel_size
     normalized = rms_normalize(x)
     context = F.conv2d(normalized, op.bottleneck.weight).flatten(2)  # B x C/r x HW
     logits = F.conv2d(normalized, op.transform.weight).flatten(2)  # B x k*k x HW
-    latent = torch.bmm(context, logits.softmax(dim=-1).transpose(1, 2))  # B x C/r x k*k
-    raw = F.conv2d(latent.view(batch, -1, k, k), op.decode.weight)  # B x C x k x k
-    return torch.tanh(raw) / (k * k)
+    latent = _latent(context, logits).view(batch, -1, k, k)  # B x C/r x k x k
+    return _bounded(F.conv2d(latent, op.decode.weight))  # B x C x k x k
 
 
 def _dynamic(kernel_size: int, dilation: int):
