@@ -328,25 +328,24 @@ def _train_extras(train: argparse.ArgumentParser, study: argparse.ArgumentParser
     )
 
 
+_GENOTYPE_SIZES = {
+    "--layers": 20,
+    "--channels": 36,
+    "--num-classes": 10,
+    "--image-size": 32,
+}
+"""``nos-ops export --genotype`` sizes; ``--network`` takes them from its checkpoint."""
+
+
 def _export_flags(export: argparse.ArgumentParser) -> None:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--network", help="network.pt of nos-ops train (or its checkpoint.pt)")
     source.add_argument("--genotype", help="an untrained network from a genotype")
     export.add_argument("--format", choices=("torch", "onnx"), default="torch")
     export.add_argument("--out", required=True, help="output file (.pt2 or .onnx)")
-    for flag, default in (
-        ("--layers", 20),
-        ("--channels", 36),
-        ("--num-classes", 10),
-        ("--image-size", 32),
-        ("--batch-size", 2),
-    ):
-        export.add_argument(
-            flag,
-            type=int,
-            default=default,
-            help=f"(default {default}; --genotype only, except --batch-size)",
-        )
+    for flag, default in _GENOTYPE_SIZES.items():
+        export.add_argument(flag, type=int, help=f"(default {default}; --genotype only)")
+    export.add_argument("--batch-size", type=int, default=2, help="example input batch (default 2)")
     export.add_argument("--static-batch", action="store_true", help="fix the batch dimension")
 
 
@@ -545,6 +544,15 @@ def _protocol(config: Any) -> None:
     echo(f"report: {out / 'report.md'}; pictures: {out / 'summary.png'}")
 
 
+def _resolve_export_sizes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    for flag, default in _GENOTYPE_SIZES.items():
+        name = flag[2:].replace("-", "_")
+        if args.network is not None and getattr(args, name) is not None:
+            parser.error(f"{flag} is for --genotype only; --network takes it from its checkpoint")
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def _export(args: argparse.Namespace) -> None:
     from .export import export_onnx, export_program
     from .genotype import get_genotype
@@ -617,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, parsers = _build()
     args = parser.parse_args(argv)
     if args.command == "export":
+        _resolve_export_sizes(args, parsers["export"])
         return _guard(lambda: _export(args), args, None)
     try:
         config = make_config(args)

@@ -36,6 +36,7 @@ __all__ = [
     "load_digits",
     "split_for_search",
     "channel_stats",
+    "cifar_stats",
     "random_crop",
     "random_flip",
     "cutout",
@@ -310,6 +311,15 @@ def channel_stats(
     mean = total / count
     std = (squares / count - mean.square()).clamp_(min=0.0).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def cifar_stats(num_classes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The standard (mean, std) of CIFAR-10 (``num_classes=10``) or CIFAR-100 (100)."""
+    if num_classes == 10:
+        return CIFAR10_MEAN, CIFAR10_STD
+    if num_classes == 100:
+        return CIFAR100_MEAN, CIFAR100_STD
+    raise ValueError(f"num_classes={num_classes!r} is not valid for CIFAR; expected 10 or 100")
 
 
 # ---------------------------------------------------------------------------- augmentation

@@ -253,6 +253,18 @@ def test_export_refuses_bad_networks_with_exit_1(argv, match, tmp_path, capsys):
     assert not (tmp_path / "net.pt2").exists()
 
 
+@pytest.mark.parametrize("flag", ["--layers", "--channels", "--num-classes", "--image-size"])
+def test_export_of_a_network_refuses_genotype_sizes_with_exit_2(flag, tmp_path, capsys):
+    """A trained network's sizes come from its file; a size flag beside it would be ignored."""
+    capsys.readouterr()
+    argv = ["export", "--network", "network.pt", flag, "16", "--out", str(tmp_path / "n.pt2")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert f"{flag} is for --genotype only" in err, err
+
+
 def _file(tmp_path, name: str, kind: str | None):
     path = tmp_path / name
     if kind == "binary":

@@ -20,6 +20,7 @@ from nos_ops.data import (
     ImageSet,
     TensorLoader,
     channel_stats,
+    cifar_stats,
     cutout,
     load_cifar,
     load_digits,
@@ -239,6 +240,13 @@ def test_channel_stats():
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), expected_std)
     for values in (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD):
         assert len(values) == 3 and all(0 < v < 1 for v in values)
+
+
+def test_cifar_stats_pick_the_constants_by_class_count():
+    assert cifar_stats(10) == (CIFAR10_MEAN, CIFAR10_STD)
+    assert cifar_stats(100) == (CIFAR100_MEAN, CIFAR100_STD)
+    with pytest.raises(ValueError, match=r"num_classes=20 .*expected 10 or 100"):
+        cifar_stats(20)
 
 
 batches = st.integers(1, 5)

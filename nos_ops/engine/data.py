@@ -20,15 +20,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
     Augment,
     ImageSet,
     TensorLoader,
     _find_cifar,
     channel_stats,
+    cifar_stats,
     load_cifar,
     load_digits,
     split_for_search,
@@ -164,9 +161,7 @@ def load_data(
         )
     train_set = load_cifar(os.path.expanduser(data_dir), train=True)
     test_set = load_cifar(os.path.expanduser(data_dir), train=False)
-    if train_set.num_classes == 100:
-        return train_set, test_set, CIFAR100_MEAN, CIFAR100_STD
-    return train_set, test_set, CIFAR10_MEAN, CIFAR10_STD
+    return (train_set, test_set, *cifar_stats(train_set.num_classes))
 
 
 def check_data_pair(train_data: Any, test_data: Any) -> None:

@@ -20,13 +20,10 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
     Augment,
     ImageSet,
     TensorLoader,
+    cifar_stats,
     load_cifar,
     load_digits,
     split_for_search,
@@ -68,10 +65,7 @@ def _datasets(config: SearchConfig, dataset: Any = None) -> tuple:
         return (weights, arch, arch, None, None)
     train = load_cifar(Path(config.data_dir).expanduser(), train=True)
     weights, arch = split_for_search(train, 0.5, config.seed)
-    stats = (
-        (CIFAR100_MEAN, CIFAR100_STD) if train.num_classes == 100 else (CIFAR10_MEAN, CIFAR10_STD)
-    )
-    return (weights, arch, arch, *stats)
+    return (weights, arch, arch, *cifar_stats(train.num_classes))
 
 
 def node_name(index: int) -> str:
