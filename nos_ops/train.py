@@ -186,7 +186,6 @@ class _TrainTask(ModelTask):
 
     def __init__(self, config: TrainConfig, data: tuple, ctx: DistributedContext) -> None:
         self.config, self.ctx, self.total_epochs = config, ctx, config.epochs
-        self.genotype = get_genotype(config.genotype)
         self.train_loader, self.test_loader, classes, size = classifier_data(config, ctx, data)
         self.arch = {
             "network": config.network,
@@ -196,8 +195,14 @@ class _TrainTask(ModelTask):
         self.arch.update(
             num_classes=classes, auxiliary=config.auxiliary_weight > 0, image_size=size
         )
+        self._build(get_genotype(config.genotype))
+
+    def _build(self, genotype: Genotype) -> None:
+        """The network of ``genotype`` with its optimizer, scaler and runner."""
+        config, size = self.config, self.arch["image_size"]
+        self.genotype = genotype
         torch.manual_seed(config.seed)
-        self.model = build_network(self.arch, self.genotype)
+        self.model = build_network(self.arch, genotype)
         self.params, self.macs = network_cost(self.model, size)
         if config.max_macs is not None and self.macs > config.max_macs:
             raise ValueError(
@@ -205,16 +210,29 @@ class _TrainTask(ModelTask):
                 f"max_macs={config.max_macs / 1e6:.1f}M; use fewer layers/channels"
             )
         layout = torch.channels_last if config.channels_last else torch.preserve_format
-        self.model.to(ctx.device, memory_format=layout)
+        self.model.to(self.ctx.device, memory_format=layout)
         decay = config.weight_decay
-        decay = (5e-4 if classes == 100 else 3e-4) if decay is None else decay
+        decay = (5e-4 if self.arch["num_classes"] == 100 else 3e-4) if decay is None else decay
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), config.lr, momentum=config.momentum, weight_decay=decay
         )
-        self.scaler = grad_scaler(config.amp, ctx.device)
-        self.runner = wrap_ddp_model(self.model, ctx)
+        self.scaler = grad_scaler(config.amp, self.ctx.device)
+        self.runner = wrap_ddp_model(self.model, self.ctx)
         if config.compile:
             self.runner = torch.compile(self.runner)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume with the run's own genotype, even where the genotype file it was started
+        from has since been overwritten (by a later search, say)."""
+        saved = Genotype.from_dict(state["genotype"])
+        if saved.to_dict() != self.genotype.to_dict():
+            if self.ctx.is_main:
+                echo(
+                    f"resume: {self.config.genotype!s} now holds another genotype than this "
+                    "run's; continuing with the run's own (from its checkpoint)"
+                )
+            self._build(saved)
+        super().load_state_dict(state)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         c, lr = self.config, learning_rate(self.config, epoch - 1)

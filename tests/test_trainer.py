@@ -173,6 +173,26 @@ def test_resume_after_a_crash_matches_uninterrupted(digits, tmp_path, monkeypatc
         train(TrainConfig(out=str(tmp_path / "none"), resume=True, **common), *digits)
 
 
+def test_resume_keeps_the_runs_genotype_when_its_file_was_overwritten(
+    digits, tmp_path, capsys
+) -> None:
+    """search -> train -> a second search into the same folder -> train --resume: the run
+    goes on with the genotype it started with, and says that the file changed."""
+    from nos_ops.genotype import get_genotype
+
+    path, out = tmp_path / "genotype.json", tmp_path / "run"
+    get_genotype("DARTS_V2").save(path)
+    train(TrainConfig(genotype=str(path), epochs=1, out=str(out), **TINY), *digits)
+    get_genotype("DARTS_V1").save(path)
+    capsys.readouterr()
+    final = train(TrainConfig.from_run(out, epochs=2), *digits)
+    assert "now holds another genotype than this run's" in capsys.readouterr().out
+    assert final["epochs"] == 2
+    kept = load_network(out / "network.pt")
+    assert kept.genotype.to_dict() == get_genotype("DARTS_V2").to_dict()
+    assert json.loads((out / "genotype.json").read_text()) == get_genotype("DARTS_V2").to_dict()
+
+
 def test_a_diverging_run_stops_keeps_its_checkpoint_and_writes_no_nan(digits, tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, out=str(out), **TINY), *digits)
