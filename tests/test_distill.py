@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nos_ops.models import resnet18_cifar
-from nos_ops.search.distill import Teacher, attention_map, attention_transfer_loss
+from nos_ops.search.distill import (
+    Teacher,
+    attention_map,
+    attention_transfer_loss,
+    same_weights,
+    weights_fingerprint,
+)
 
 
 def _hand_attention(f: torch.Tensor) -> torch.Tensor:
@@ -148,3 +154,18 @@ def test_teacher_errors() -> None:
         Teacher(Toy())
     with pytest.raises(ValueError, match=r"\['blocks.7'\].*stem, blocks, head"):
         Teacher(Toy(), ["blocks.0", "blocks.7"])
+
+
+def test_weights_fingerprint_tells_other_weights_apart_but_not_rounding():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    same = weights_fingerprint(model)
+    assert len(same) == 2 * len(model.state_dict()) and same_weights(
+        same, weights_fingerprint(model)
+    )
+    assert same_weights([x * (1 + 1e-12) for x in same], same)  # sums in another order
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1e-3
+    assert not same_weights(weights_fingerprint(model), same)
+    assert same_weights(None, None) and not same_weights(same, None)
+    assert not same_weights(same[:-1], same)

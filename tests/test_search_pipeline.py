@@ -119,6 +119,21 @@ def test_resume_after_a_crash_reproduces_an_uninterrupted_run(tmp_path, monkeypa
         run_search(_config(tmp_path / "resumed"))
 
 
+def test_resume_refuses_a_teacher_trained_again_since(tmp_path):
+    """teacher -> search -> the teacher file overwritten -> search --resume: refused, naming
+    the teacher, instead of silently guiding the rest of the search by another network."""
+    path, out = tmp_path / "teacher.pt", tmp_path / "run"
+    torch.manual_seed(0)
+    save_teacher(path, create_teacher("resnet18", 10), "resnet18", 10, 8)
+    run_search(_config(out, epochs=1, teacher=str(path)))
+    run_search(SearchConfig.from_run(out, epochs=2))  # the same teacher: resumes
+    torch.manual_seed(1)
+    save_teacher(path, create_teacher("resnet18", 10), "resnet18", 10, 8)
+    with pytest.raises(ValueError, match=r"teacher '.*teacher\.pt' is not the teacher this"):
+        run_search(SearchConfig.from_run(out, epochs=3))
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+
+
 def _poison_weights_at(monkeypatch, call: int) -> None:
     """Make the ``call``-th weight step leave NaN weights behind."""
     real = search_task.weight_step

@@ -11,6 +11,7 @@ teacher`` does), :func:`load_teacher` reads it back as a frozen :class:`Teacher`
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,15 @@ from torch import nn
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..models.teachers import create_teacher
 
-__all__ = ["attention_map", "attention_transfer_loss", "Teacher", "save_teacher", "load_teacher"]
+__all__ = [
+    "attention_map",
+    "attention_transfer_loss",
+    "Teacher",
+    "save_teacher",
+    "load_teacher",
+    "weights_fingerprint",
+    "same_weights",
+]
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -187,3 +196,24 @@ def load_teacher(
     model = create_teacher(state["arch"], state["num_classes"])
     model.load_state_dict(state["model"])
     return Teacher(model).to(device)
+
+
+def weights_fingerprint(model: nn.Module) -> list[float]:
+    """Per tensor of ``model.state_dict()``, its float64 sum and sum of squares: equal for
+    the same weights, and in practice different for any retrained ones. The search keeps its
+    teacher's in its checkpoint, so a resume with another teacher is refused."""
+    values: list[float] = []
+    for tensor in model.state_dict().values():
+        wide = tensor.detach().cpu().double()
+        values += [wide.sum().item(), wide.square().sum().item()]
+    return values
+
+
+def same_weights(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Whether two :func:`weights_fingerprint` results (or two None) describe the same
+    weights: equal up to the rounding of sums taken in another order (1e-9 relative)."""
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(a, b)
+    )

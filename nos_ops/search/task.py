@@ -37,7 +37,7 @@ from ..genotype import Genotype
 from ..models.search import SearchNetwork
 from ..plot import arch_weights_figure, draw_genotype, plot_arch_weights
 from .architect import Architect, weight_step, wrap_ddp
-from .distill import load_teacher
+from .distill import load_teacher, same_weights, weights_fingerprint
 
 if TYPE_CHECKING:
     from .runner import SearchConfig
@@ -122,9 +122,10 @@ class SearchTask:
             config.space,
             partial_channels=config.partial_channels,
         ).to(ctx.device)
-        self.teacher = None
+        self.teacher, self.teacher_fingerprint = None, None
         if config.teacher is not None:
             self.teacher = load_teacher(config.teacher, self.num_classes, ctx.device, size)
+            self.teacher_fingerprint = weights_fingerprint(self.teacher)
         self.weight_model = wrap_ddp(self.net) if ctx.enabled else self.net
         self.optimizer = torch.optim.SGD(
             self.net.weight_parameters(),
@@ -269,9 +270,17 @@ class SearchTask:
             "arch_optimizer": self.architect.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "genotype": self.genotype.to_dict(),
+            "teacher_fingerprint": self.teacher_fingerprint,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("teacher_fingerprint", self.teacher_fingerprint)
+        if not same_weights(saved, self.teacher_fingerprint):
+            raise ValueError(
+                f"resume: teacher {self.config.teacher!r} is not the teacher this search "
+                "started with (its weights changed since, e.g. it was trained again); resume "
+                "with that teacher or start a new search into another folder"
+            )
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["weight_optimizer"])
         self.architect.optimizer.load_state_dict(state["arch_optimizer"])
