@@ -128,7 +128,7 @@ _FLAGS: dict[str, list[tuple[str, str, Any, str]]] = {
         ("--genotype", "genotype", str, "genotype.json or a name (DARTS_V2, ...)"),
         ("--layers", "layers", int, "cells"),
         ("--channels", "channels", int, "initial channels"),
-        ("--weight-decay", "weight_decay", float, "weight decay (None: 3e-4, 5e-4 on CIFAR-100)"),
+        ("--weight-decay", "weight_decay", float, "weight decay (default 3e-4; 5e-4 on CIFAR-100)"),
         ("--auxiliary-weight", "auxiliary_weight", float, "auxiliary head weight (0: none)"),
         ("--drop-path", "drop_path", float, "final drop-path probability"),
         ("--cutout", "cutout", int, "cutout length (0: off)"),
@@ -203,16 +203,18 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
     for flag, name, kind, text in _FLAGS[command]:
-        shown = f"default {defaults.get(name)!r}" if name in defaults else "default: all"
-        shown = "no default" if shown == "default None" else shown
+        shown = [f"default {defaults.get(name)!r}" if name in defaults else "default: all"]
+        if shown == ["default None"]:  # unset: the text says what happens
+            shown = []
         if name in cls.preset and defaults.get(name) != cls.preset[name]:
-            shown += f"; quick: {cls.preset[name]!r}"
+            shown.append(f"quick: {cls.preset[name]!r}")
         options: dict[str, Any] = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
         if isinstance(kind, list):  # several values of one type
             options = {"type": kind[0], "nargs": "+", "metavar": name.upper()}
         if kind is dict:  # FIELD=VALUE, repeatable
             options = {"type": _setting, "action": "append", "metavar": "FIELD=VALUE"}
-        parser.add_argument(flag, dest=name, help=f"{text} ({shown})", **options)
+        note = f" ({'; '.join(shown)})" if shown else ""
+        parser.add_argument(flag, dest=name, help=f"{text}{note}", **options)
     quick = parser.add_mutually_exclusive_group()
     quick.add_argument(
         "--quick",
