@@ -460,9 +460,12 @@ def _search(config: Any) -> None:
         )
     else:
         echo("teacher: none (w/o AGS)")
+    took = f"{time.perf_counter() - began:.0f} s"
+    if config.resume and "search_s" in result:
+        took = f"{result['search_s']:.0f} s of epochs over all sessions ({took} in this one)"
     echo(
-        f"searched in {time.perf_counter() - began:.0f} s; margin of the chosen ops "
-        f"{result['margins']['mean']:.3f}; genotype: {out / 'genotype.json'}"
+        f"searched in {took}; margin of the chosen ops {result['margins']['mean']:.3f}; "
+        f"genotype: {out / 'genotype.json'}"
     )
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
     echo(f"next: nos-ops train --genotype {out / 'genotype.json'}{data}")

@@ -323,7 +323,12 @@ def test_kill_9_then_resume_matches_for_every_pipeline(tmp_path, capsys, pipelin
     assert (out / ".lock").exists()  # left behind by the killed process
     capsys.readouterr()
     assert main([pipeline, "--resume", "--out", str(out)]) == 0
-    assert "took over the stale lock" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "took over the stale lock" in printed.err
+    if pipeline == "search":  # the time reported covers the killed session's epochs too
+        assert "s of epochs over all sessions" in printed.out
+        seconds = sum(r["seconds"] for r in read_jsonl(out / "log.jsonl"))
+        assert json.loads((out / "result.json").read_text())["search_s"] == pytest.approx(seconds)
     timings = ("seconds", "wall_s", "train_s", "load_average")
     logs = [
         [{k: v for k, v in r.items() if k not in timings} for r in read_jsonl(p / "log.jsonl")]

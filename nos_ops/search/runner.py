@@ -251,6 +251,7 @@ def _finish(
             "train_top1": last.get("train_top1"),
             "epochs": task.config.epochs,
             "teacher": teacher,
+            "search_s": sum(r["seconds"] for r in records),
             "wall_s": wall_s,
             "out": str(run.path),
         },
