@@ -436,6 +436,8 @@ def _teacher(config: Any) -> None:
         f"{result['train_s']:.0f} s; saved {result['path']}"
     )
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
+    if result["image_size"] != 32:  # the search must read the images at the teacher's size
+        data += f" --image-size {result['image_size']}"
     echo(f"next: nos-ops search{data} --teacher {result['path']}")
 
 

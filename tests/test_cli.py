@@ -118,6 +118,17 @@ def test_teacher_search_train_export_end_to_end(teacher, tmp_path, capsys):
     assert "export: tracing" in printed and "max |exported - eager|" in printed
 
 
+def test_the_teachers_next_command_runs_as_printed(tmp_path, capsys):
+    """The hint carries the teacher's image size: a search at another size would refuse it."""
+    capsys.readouterr()
+    assert main(["teacher", *TEACHER, "--out", str(tmp_path / "teacher")]) == 0
+    hint = capsys.readouterr().out.split("next: nos-ops ")[-1].split()
+    assert hint[:1] == ["search"] and hint[hint.index("--image-size") + 1] == "8"
+    tiny = [*SEARCH[:6], *SEARCH[8:]]  # SEARCH without its own --image-size
+    tiny[tiny.index("--epochs") + 1] = "1"
+    assert main([*hint, *tiny, "--out", str(tmp_path / "search")]) == 0
+
+
 def test_study_subcommand(tmp_path, capsys):
     out = tmp_path / "study"
     assert (

@@ -181,7 +181,7 @@ def _resolve_teacher(
     if config.data_dir is not None:
         raise ValueError(
             "teacher='auto' trains a quick teacher on the bundled digits only; "
-            "for CIFAR train one (nos-ops teacher --data-dir ...) and pass "
+            "for CIFAR or an image folder train one (nos-ops teacher --data-dir ...) and pass "
             "teacher=PATH (--teacher), or teacher=None (--no-teacher)"
         )
     from ..teacher import quick_teacher
