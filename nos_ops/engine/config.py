@@ -35,6 +35,7 @@ RESUMABLE = frozenset(
         "jobs",
         "threads",
         "tensorboard",
+        "keep_kernel_maps",
     }
 )
 """Config fields that may change when a run is resumed."""
