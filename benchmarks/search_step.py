@@ -1,8 +1,6 @@
 """Time and peak memory of the search steps, per search space (Sec. 3.3, Eqs. 12-13).
 
-For each space preset, the PC-DARTS option (``SearchNetwork(partial_channels=4)``) and the
-NOS supernet keeping its kernel-generation maps (``nos kept maps``:
-``SearchNetwork.set_kernel_map_recompute(False)``):
+For each space preset and the PC-DARTS option (``SearchNetwork(partial_channels=4)``):
 the weight step (:func:`nos_ops.search.weight_step`: forward, backward, clip, SGD), the
 first-order and the second-order architecture step (:class:`nos_ops.search.Architect`),
 at the paper's proxy size (C=16, 8 cells, batch 32, 32 x 32: the anchor) and a smaller one.
@@ -60,16 +58,15 @@ SIZES = {
     "small": {"channels": 8, "layers": 5, "batch": 16, "image": 16},
     "smoke": {"channels": 4, "layers": 3, "batch": 2, "image": 8},
 }
-# (label, space, partial_channels, keep_kernel_maps)
+# (label, space, partial_channels)
 CONFIGS = (
-    ("nos", "nos", 1, False),
-    ("darts", "darts", 1, False),
-    ("feature", "feature", 1, False),
-    ("feature+attention", "feature+attention", 1, False),
-    ("feature+dynamic", "feature+dynamic", 1, False),
-    ("darts pc4", "darts", 4, False),
-    ("nos pc4", "nos", 4, False),
-    ("nos kept maps", "nos", 1, True),  # SearchNetwork.set_kernel_map_recompute(False)
+    ("nos", "nos", 1),
+    ("darts", "darts", 1),
+    ("feature", "feature", 1),
+    ("feature+attention", "feature+attention", 1),
+    ("feature+dynamic", "feature+dynamic", 1),
+    ("darts pc4", "darts", 4),
+    ("nos pc4", "nos", 4),
 )
 STEPS = ("weight", "arch_first", "arch_second")
 # The DARTS reference code's step.py: its mode per step. It runs C=16, 8 cells, 32 x 32 (the
@@ -94,7 +91,6 @@ def run_step(config: dict[str, Any]) -> dict[str, Any]:
         config["space"],
         partial_channels=config["partial_channels"],
     ).to(device)
-    net.set_kernel_map_recompute(not config["keep_kernel_maps"])
     if config["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     batch, image = config["batch"], config["image"]
@@ -261,14 +257,13 @@ def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
             shape = dict(SIZES[size], **({"batch": batch} if batch else {}))
             configs = [c for c in CONFIGS if c[0] in wanted]
             if args.reference is not None and size == "anchor":
-                configs.insert(0, (REFERENCE, None, None, False))
-            for label, space, partial, keep_maps in configs:
+                configs.insert(0, (REFERENCE, None, None))
+            for label, space, partial in configs:
                 for step in steps:
                     config = {
                         **shape,
                         "space": space,
                         "partial_channels": partial,
-                        "keep_kernel_maps": keep_maps,
                         "step": step,
                         "device": args.device,
                         "amp": args.amp,

@@ -292,14 +292,6 @@ def _search_extras(search: argparse.ArgumentParser) -> None:
         const="",
         help="no attention transfer: the paper's w/o-AGS ablation",
     )
-    search.add_argument(
-        "--keep-kernel-maps",
-        dest="keep_kernel_maps",
-        action="store_const",
-        const=True,
-        help="keep the dynamic ops' kernel-generation maps for backward instead of "
-        "recomputing them: faster steps, more memory (same gradients)",
-    )
     search.add_argument("--no-plots", dest="plots", action="store_const", const=False)
 
 

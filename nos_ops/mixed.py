@@ -96,8 +96,7 @@ class MixedHeteroOp(nn.Module):
             for op, f in zip(self.ops, self.families)
         )
         # dynamic ops with the Fig. 1 structure generate their kernels together (one matmul
-        # reads x once); their maps are recomputed in backward unless the network keeps them
-        self.recompute_kernel_maps = True
+        # reads x once)
         self._generated = tuple(
             i
             for i in self._active
@@ -152,8 +151,8 @@ class MixedHeteroOp(nn.Module):
         generated = {}
         if self._generated:
             ops = [self.ops[i] for i in self._generated]
-            recompute = self.recompute_kernel_maps  # SearchNetwork.set_kernel_map_recompute
-            generated = dict(zip(self._generated, generate_kernels(ops, x, recompute=recompute)))
+            # the search keeps every edge's maps for backward: recompute them instead
+            generated = dict(zip(self._generated, generate_kernels(ops, x, recompute=True)))
         for i in self._active:
             op, family, weight = self.ops[i], self.families[i], weights[i]
             if family is Family.FEATURE:

@@ -115,24 +115,6 @@ def test_search_network_gradients_reach_every_parameter(preset, shape):
         assert all((b.tier2 is not None) == (preset == "nos") for b in cell.blocks)
 
 
-def test_kept_kernel_maps_give_the_gradients_of_recomputed_ones():
-    """set_kernel_map_recompute trades memory for time only: bit-identical gradients."""
-    from nos_ops.mixed import MixedHeteroOp
-
-    grads = []
-    for recompute in (True, False):
-        torch.manual_seed(0)
-        net = SearchNetwork(4, 10, 3, "nos").set_kernel_map_recompute(recompute)
-        edges = [m for m in net.modules() if isinstance(m, MixedHeteroOp)]
-        assert edges and all(m.recompute_kernel_maps is recompute for m in edges)
-        x = torch.randn(2, 3, 8, 8)
-        F.cross_entropy(net(x), torch.tensor([1, 7])).backward()
-        grads.append([p.grad for p in net.parameters()])
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
-    with pytest.raises(TypeError, match="enable='no' is not valid"):
-        net.set_kernel_map_recompute("no")
-
-
 def test_search_network_stages_with_more_layers():
     net = SearchNetwork(C, 10, layers=5, space="darts")
     _, stages = net.forward_stages(torch.randn(1, 3, 8, 8))

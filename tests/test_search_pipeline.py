@@ -134,25 +134,6 @@ def test_resume_refuses_a_teacher_trained_again_since(tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
 
 
-def test_keep_kernel_maps_changes_no_number_and_may_change_on_resume(tmp_path, monkeypatch):
-    seen = []
-    real = search_task.SearchNetwork.set_kernel_map_recompute
-
-    def spy(net, enable=True):
-        seen.append(enable)
-        return real(net, enable)
-
-    monkeypatch.setattr(search_task.SearchNetwork, "set_kernel_map_recompute", spy)
-    plain = run_search(_config(tmp_path / "plain", space="nos"))
-    kept = run_search(_config(tmp_path / "kept", space="nos", epochs=1, keep_kernel_maps=True))
-    kept = run_search(SearchConfig.from_run(tmp_path / "kept", epochs=2, keep_kernel_maps=False))
-    assert seen == [True, False, True] and kept == plain
-    a, b = (
-        load_checkpoint(tmp_path / n / "checkpoint.pt")["state"]["model"] for n in ("plain", "kept")
-    )
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def _poison_weights_at(monkeypatch, call: int) -> None:
     """Make the ``call``-th weight step leave NaN weights behind."""
     real = search_task.weight_step

@@ -35,7 +35,6 @@ RESUMABLE = frozenset(
         "jobs",
         "threads",
         "tensorboard",
-        "keep_kernel_maps",
     }
 )
 """Config fields that may change when a run is resumed."""

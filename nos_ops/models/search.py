@@ -13,7 +13,6 @@ from torch import nn
 
 from ..cell import SearchCell
 from ..genotype import Genotype, derive
-from ..mixed import MixedHeteroOp
 from ..ops.helpers import check_bool, check_features, check_finite, check_positive
 from ..space import SearchSpace, get_space
 
@@ -102,19 +101,6 @@ class SearchNetwork(nn.Module):
             edges = self.space.tier1_edges
             self.betas_normal = nn.Parameter(arch_init_std * torch.randn(edges))
             self.betas_reduce = nn.Parameter(arch_init_std * torch.randn(edges))
-
-    def set_kernel_map_recompute(self, enable: bool = True) -> SearchNetwork:
-        """Recompute the dynamic ops' kernel-generation maps in backward (``enable``, the
-        default) or keep them from the forward pass. The maps (softmax weights and contexts,
-        B x (k*k + C/r) x H x W per dynamic op and edge) are about three times an edge's
-        input: keeping them makes a step faster for more memory (NOS space, C=16, 8 cells,
-        batch 32, CPU: see the search guide). The gradients are the same either way.
-        Returns ``self``."""
-        check_bool("enable", enable)
-        for module in self.modules():
-            if isinstance(module, MixedHeteroOp):
-                module.recompute_kernel_maps = enable
-        return self
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture weights: ``alphas_normal``, ``alphas_reduce`` (A of Eq. 11) and,

@@ -97,12 +97,10 @@ class SearchConfig(RunConfig):
     AGS"); ``at_weight`` is lambda (1e3); ``at_steps`` says where the attention-transfer
     term applies: ``"both"`` (the weight step, Eq. 12, and the architecture step, Eq. 13:
     the paper's AGS) or ``"weights"`` (Eq. 12 only: the paper's "distillation only").
-    ``amp`` is ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA); ``keep_kernel_maps`` keeps the
-    dynamic ops' kernel-generation maps for backward (faster, more memory, the same
-    gradients; :meth:`~nos_ops.models.search.SearchNetwork.set_kernel_map_recompute`).
-    ``max_steps_per_epoch`` caps the steps per epoch; ``partial_channels`` > 1 is the
-    PC-DARTS search. ``out`` is the run folder (``resume`` continues it, ``overwrite``
-    empties it first); ``plots=False`` skips the pictures.
+    ``amp`` is ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA). ``max_steps_per_epoch`` caps the
+    steps per epoch; ``partial_channels`` > 1 is the PC-DARTS search. ``out`` is the run
+    folder (``resume`` continues it, ``overwrite`` empties it first); ``plots=False`` skips
+    the pictures.
     """
 
     preset: ClassVar[dict[str, Any]] = QUICK
@@ -130,7 +128,6 @@ class SearchConfig(RunConfig):
     image_size: int | None = None
     max_steps_per_epoch: int | None = None
     amp: str = "none"
-    keep_kernel_maps: bool = False
     out: str = "runs/search"
     plots: bool = True
 

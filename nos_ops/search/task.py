@@ -122,7 +122,6 @@ class SearchTask:
             config.space,
             partial_channels=config.partial_channels,
         ).to(ctx.device)
-        self.net.set_kernel_map_recompute(not config.keep_kernel_maps)
         self.teacher, self.teacher_fingerprint = None, None
         if config.teacher is not None:
             self.teacher = load_teacher(config.teacher, self.num_classes, ctx.device, size)
