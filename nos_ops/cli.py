@@ -203,9 +203,10 @@ def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     }
     for flag, name, kind, text in _FLAGS[command]:
-        shown = [f"default {defaults.get(name)!r}" if name in defaults else "default: all"]
-        if shown == ["default None"]:  # unset: the text says what happens
-            shown = []
+        default = defaults.get(name)
+        shown = [] if name in defaults else ["default: all"]
+        if name in defaults and default not in (None, {}, []) and "default" not in text:
+            shown = [f"default {default!r}"]  # unset or empty: the text says what happens
         if name in cls.preset and defaults.get(name) != cls.preset[name]:
             shown.append(f"quick: {cls.preset[name]!r}")
         options: dict[str, Any] = {"choices": kind} if isinstance(kind, tuple) else {"type": kind}
