@@ -128,6 +128,18 @@ def test_jobs_default_to_one_per_core_on_a_cpu(tmp_path, monkeypatch) -> None:
     assert _config(tmp_path, jobs=3, device="cpu").workers() == 3
 
 
+@pytest.mark.parametrize("epochs, warmup", [(1, 0), (2, 0), (3, 2)])
+def test_short_quick_searches_drop_the_quick_warmup(tmp_path, epochs: int, warmup: int) -> None:
+    """``--search epochs=2`` on the quick protocol: no warm-up that would leave no
+    architecture step (the quick search's own rule); a warm-up given stays checked."""
+    config = _config(tmp_path, search={"epochs": epochs})
+    variant = config.resolved_variants()[0]
+    search = config.search_config(variant, 0, None)
+    assert (search.epochs, search.warmup_epochs) == (epochs, warmup)
+    with pytest.raises(ValueError, match="warmup_epochs=2 is not valid"):
+        _config(tmp_path, search={"epochs": 2, "warmup_epochs": 2}).search_config(variant, 0, None)
+
+
 def test_auto_teacher_needs_the_digits(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"teacher='auto' trains the quick teacher"):
         _config(tmp_path, data_dir=str(tmp_path))
