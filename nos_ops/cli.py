@@ -540,13 +540,16 @@ def _study(config: Any) -> None:
 
 def _protocol(config: Any) -> None:
     from .protocols import run_protocol
+    from .protocols.report import spread_text
 
     result = run_protocol(config)
     echo("variant: test top-1 mean ± std over seeds (self-calibration ops)")
     for row in result["variants"]:
+        top1 = spread_text(row["top1_mean"], row["top1_std"], row["runs"], unit="%")
+        runs = f", {row['runs']} runs" if row["runs"] > 1 else ""
         echo(
-            f"  {row['label']}: {row['top1_mean']:.2f} ± {row['top1_std']:.2f}% "
-            f"({100 * row['calibration_share_mean']:.0f}% of the ops), {row['runs']} run(s)"
+            f"  {row['label']}: {top1} ({100 * row['calibration_share_mean']:.0f}% of the "
+            f"ops){runs}"
         )
     out = Path(config.out)
     echo(f"report: {out / 'report.md'}; pictures: {out / 'summary.png'}")

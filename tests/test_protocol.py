@@ -230,3 +230,11 @@ def test_half_finished_grid_resumes_where_it_stopped(tmp_path, teacher, monkeypa
     assert (second / "cell.json").is_file()
     with pytest.raises(ValueError, match=r"cannot change when resuming"):
         ProtocolConfig.from_run(tmp_path / "protocol", seeds=[0, 1])
+
+
+def test_one_seed_shows_no_spread() -> None:
+    from nos_ops.protocols.report import spread_text
+
+    assert spread_text(18.888, 0.0, 1, unit="%") == "18.89% (1 run)"
+    assert spread_text(0.25, 0.03, 3, 100, 0, "%") == "25% ± 3%"
+    assert spread_text(90.1, 1.234, 3) == "90.10 ± 1.23"

@@ -20,7 +20,14 @@ from ..engine import write_json
 from ..engine.checkpoint import atomic_write_text
 from .variants import Variant
 
-__all__ = ["summarise", "markdown_report", "plot_summary", "write_report", "data_name"]
+__all__ = [
+    "summarise",
+    "markdown_report",
+    "plot_summary",
+    "write_report",
+    "data_name",
+    "spread_text",
+]
 
 _logger = logging.getLogger(__name__)
 _GUIDANCE = {"both": "Eqs. 12 + 13", "weights": "Eq. 12 only", "none": "none"}
@@ -29,6 +36,15 @@ _GUIDANCE = {"both": "Eqs. 12 + 13", "weights": "Eq. 12 only", "none": "none"}
 def _spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def spread_text(
+    mean: float, std: float, runs: int, scale: float = 1.0, digits: int = 2, unit: str = ""
+) -> str:
+    """``"mean ± std"`` of a summary row, or ``"mean (1 run)"``: one seed shows no spread."""
+    if runs < 2:
+        return f"{scale * mean:.{digits}f}{unit} (1 run)"
+    return f"{scale * mean:.{digits}f}{unit} ± {scale * std:.{digits}f}{unit}"
 
 
 def summarise(variants: Sequence[Variant], records: Sequence[dict]) -> list[dict[str, Any]]:
@@ -86,11 +102,15 @@ def markdown_report(
     for row in rows:
         order = "second" if row["second_order"] else "first"
         pc = f", PC K={row['partial_channels']}" if row["partial_channels"] > 1 else ""
+        n = row["runs"]
+        top1 = spread_text(row["top1_mean"], row["top1_std"], n)
+        share = spread_text(
+            row["calibration_share_mean"], row["calibration_share_std"], n, 100, 0, "%"
+        )
         lines.append(
             f"| {row['label']} | {row['space']} | {_GUIDANCE[row['guidance']]} | {order}{pc} | "
-            f"{row['runs']} | {row['top1_mean']:.2f} ± {row['top1_std']:.2f} | "
-            f"{100 * row['calibration_share_mean']:.0f}% ± "
-            f"{100 * row['calibration_share_std']:.0f}% | {row['params_mean'] / 1e6:.3f} | "
+            f"{n} | {top1} | {share} | "
+            f"{row['params_mean'] / 1e6:.3f} | "
             f"{row['macs_mean'] / 1e6:.2f} | {row['search_s_mean']:.0f} | "
             f"{row['train_s_mean']:.0f} |"
         )
