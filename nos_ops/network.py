@@ -69,6 +69,10 @@ def network_cost(model: nn.Module, image_size: int) -> tuple[int, int]:
     return params, count_macs(model, torch.zeros(1, 3, image_size, image_size))
 
 
+PREPROCESSING = ("input_size", "mean", "std")
+"""The ``pretrained_cfg`` fields a network file keeps: what its input must look like."""
+
+
 def save_network(
     path: str | os.PathLike,
     model: nn.Module,
@@ -76,7 +80,10 @@ def save_network(
     genotype: Genotype,
     metrics: dict[str, Any] | None = None,
 ) -> None:
-    """Write a trained network (kind ``"network"``): weights, architecture, genotype."""
+    """Write a trained network (kind ``"network"``): weights, architecture, genotype, and
+    the input it was trained on (``input_size``, ``mean``, ``std`` of the model's
+    ``pretrained_cfg``), which :func:`load_network` gives back."""
+    cfg = getattr(model, "pretrained_cfg", {})
     save_checkpoint(
         path,
         "network",
@@ -85,14 +92,23 @@ def save_network(
             "arch": arch,
             "genotype": genotype.to_dict(),
             "metrics": metrics or {},
+            "preprocessing": {k: cfg[k] for k in PREPROCESSING if k in cfg},
         },
     )
 
 
 def load_network(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The network of a :func:`save_network` file (or a ``train`` checkpoint), in eval mode."""
+    """The network of a :func:`save_network` file (or a ``train`` checkpoint), in eval mode.
+    Its ``pretrained_cfg`` (timm's name) says what input it was trained on: ``input_size``
+    from the architecture's ``image_size``, ``mean`` and ``std`` where the file records
+    them; :func:`nos_ops.save_pretrained` passes them on."""
     state = load_checkpoint(path, ("network", "train"), map_location)
     entries = state if state["kind"] == "network" else state["state"]
     model = build_network(entries["arch"], entries["genotype"])
     model.load_state_dict(entries["model"])
+    size = entries["arch"].get("image_size")
+    cfg = {"input_size": (3, size, size)} if size is not None else {}
+    cfg.update(entries.get("preprocessing", {}))
+    if cfg:
+        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **cfg}
     return model.eval()

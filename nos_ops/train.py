@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from .data import ImageSet
+from .data import Augment, ImageSet
 from .engine import (
     DistributedContext,
     ModelTask,
@@ -203,6 +203,10 @@ class _TrainTask(ModelTask):
         self.genotype = genotype
         torch.manual_seed(config.seed)
         self.model = build_network(self.arch, genotype)
+        self.model.pretrained_cfg = {"input_size": (3, size, size)}  # network.pt keeps it
+        augment = getattr(self.test_loader, "augment", None)
+        if isinstance(augment, Augment):  # the library's loaders: their normalisation
+            self.model.pretrained_cfg.update(mean=augment.mean, std=augment.std)
         self.params, self.macs = network_cost(self.model, size)
         if config.max_macs is not None and self.macs > config.max_macs:
             raise ValueError(

@@ -193,6 +193,26 @@ def test_resume_keeps_the_runs_genotype_when_its_file_was_overwritten(
     assert json.loads((out / "genotype.json").read_text()) == get_genotype("DARTS_V2").to_dict()
 
 
+def test_the_trained_network_says_what_input_it_reads_down_to_a_shared_folder(
+    digits, tmp_path
+) -> None:
+    """train on 16x16 digits -> network.pt -> load_network -> save_pretrained ->
+    from_pretrained: the input size and normalisation are the digits', not CIFAR's."""
+    from nos_ops.pretrained import from_pretrained, save_pretrained
+
+    out = tmp_path / "run"
+    train(TrainConfig(epochs=1, out=str(out), **TINY), *digits)
+    mean, std = channel_stats(digits[0])
+    model = load_network(out / "network.pt")
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 16, 16)
+    assert cfg["mean"] == pytest.approx(mean) and cfg["std"] == pytest.approx(std)
+    shared = from_pretrained(save_pretrained(model, tmp_path / "share"))
+    for key in ("input_size", "mean", "std"):
+        assert tuple(shared.pretrained_cfg[key]) == pytest.approx(tuple(cfg[key])), key
+    assert load_network(out / "checkpoint.pt").pretrained_cfg["input_size"] == (3, 16, 16)
+
+
 def test_a_diverging_run_stops_keeps_its_checkpoint_and_writes_no_nan(digits, tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, out=str(out), **TINY), *digits)
