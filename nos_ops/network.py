@@ -69,7 +69,7 @@ def network_cost(model: nn.Module, image_size: int) -> tuple[int, int]:
     return params, count_macs(model, torch.zeros(1, 3, image_size, image_size))
 
 
-PREPROCESSING = ("input_size", "mean", "std")
+_PREPROCESSING = ("input_size", "mean", "std")
 """The ``pretrained_cfg`` fields a network file keeps: what its input must look like."""
 
 
@@ -92,7 +92,7 @@ def save_network(
             "arch": arch,
             "genotype": genotype.to_dict(),
             "metrics": metrics or {},
-            "preprocessing": {k: cfg[k] for k in PREPROCESSING if k in cfg},
+            "preprocessing": {k: cfg[k] for k in _PREPROCESSING if k in cfg},
         },
     )
 
