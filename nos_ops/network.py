@@ -110,5 +110,5 @@ def load_network(path: str | os.PathLike, map_location: str | torch.device = "cp
     cfg = {"input_size": (3, size, size)} if size is not None else {}
     cfg.update(entries.get("preprocessing", {}))
     if cfg:
-        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **cfg}
+        model.pretrained_cfg = cfg
     return model.eval()

@@ -195,6 +195,10 @@ class _TrainTask(ModelTask):
         self.arch.update(
             num_classes=classes, auxiliary=config.auxiliary_weight > 0, image_size=size
         )
+        self.input_cfg: dict[str, Any] = {"input_size": (3, size, size)}  # network.pt keeps it
+        augment = getattr(self.test_loader, "augment", None)
+        if isinstance(augment, Augment):  # the library's loaders: their normalisation
+            self.input_cfg.update(mean=augment.mean, std=augment.std)
         self._build(get_genotype(config.genotype))
 
     def _build(self, genotype: Genotype) -> None:
@@ -203,10 +207,7 @@ class _TrainTask(ModelTask):
         self.genotype = genotype
         torch.manual_seed(config.seed)
         self.model = build_network(self.arch, genotype)
-        self.model.pretrained_cfg = {"input_size": (3, size, size)}  # network.pt keeps it
-        augment = getattr(self.test_loader, "augment", None)
-        if isinstance(augment, Augment):  # the library's loaders: their normalisation
-            self.model.pretrained_cfg.update(mean=augment.mean, std=augment.std)
+        self.model.pretrained_cfg = dict(self.input_cfg)
         self.params, self.macs = network_cost(self.model, size)
         if config.max_macs is not None and self.macs > config.max_macs:
             raise ValueError(
@@ -229,7 +230,7 @@ class _TrainTask(ModelTask):
         """Resume with the run's own genotype, even where the genotype file it was started
         from has since been overwritten (by a later search, say)."""
         saved = Genotype.from_dict(state["genotype"])
-        if saved.to_dict() != self.genotype.to_dict():
+        if saved != self.genotype:
             if self.ctx.is_main:
                 echo(
                     f"resume: {self.config.genotype!s} now holds another genotype than this "

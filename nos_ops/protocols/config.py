@@ -158,17 +158,12 @@ class ProtocolConfig(RunConfig):
     def _recipe(self, stage: str) -> dict[str, Any]:
         """The ``"search"`` or ``"train"`` fields of every cell: the quick ones (when quick)
         under those the config gives; the quick warm-up goes when the given ``epochs`` leave
-        no epoch after it (as :meth:`SearchConfig.quick_preset` does)."""
+        no epoch after it (:func:`~nos_ops.search.runner.fitting_warmup`)."""
+        from ..search.runner import fitting_warmup
+
         quick = {"search": SEARCH_QUICK, "train": TRAIN_QUICK}[stage] if self.is_quick else {}
         given = getattr(self, stage)
-        warmup = quick.get("warmup_epochs")
-        if (
-            warmup is not None
-            and "warmup_epochs" not in given
-            and given.get("epochs", warmup + 1) <= warmup
-        ):
-            quick = {k: v for k, v in quick.items() if k != "warmup_epochs"}
-        return {**quick, **given}
+        return {**fitting_warmup(quick, given.get("epochs")), **given}
 
     def cell_dir(self, variant: Variant, seed: int) -> Path:
         return Path(self.out).expanduser() / "runs" / variant.key / f"seed_{seed}"

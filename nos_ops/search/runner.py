@@ -74,6 +74,15 @@ logits); 48 steps at 0.05 reach 2.4. The chosen ops' margins are printed and log
 ``image_size`` applies to the digits only."""
 
 
+def fitting_warmup(preset: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+    """``preset`` without its ``warmup_epochs`` when ``epochs`` would leave no epoch after
+    the warm-up (no architecture step); unchanged otherwise, or when ``epochs`` is None."""
+    warmup = preset.get("warmup_epochs")
+    if warmup is None or epochs is None or epochs > warmup:
+        return preset
+    return {k: v for k, v in preset.items() if k != "warmup_epochs"}
+
+
 @dataclass
 class SearchConfig(RunConfig):
     """Settings of :func:`run_search`; the defaults are the paper's (Sec. 4.2, App. A1).
@@ -133,9 +142,7 @@ class SearchConfig(RunConfig):
 
     def quick_preset(self) -> dict[str, Any]:
         """:data:`QUICK`, without its warm-up when ``epochs`` leaves no epoch after it."""
-        if self.epochs <= QUICK["warmup_epochs"]:
-            return {k: v for k, v in QUICK.items() if k != "warmup_epochs"}
-        return QUICK
+        return fitting_warmup(QUICK, self.epochs)
 
     def __post_init__(self) -> None:
         self.check_fields()
